@@ -1,0 +1,100 @@
+/**
+ * Config schema: every environment variable the server reads, its type, default and meaning.
+ * Read by load() (the only reader of process.env) and by config:print; `.env.example` and the
+ * README's config table document the same list. Durations are milliseconds, sizes bytes,
+ * unless the name says otherwise.
+ */
+import { z } from 'zod';
+
+const port = z.coerce.number().int().min(0).max(65535);
+const bool = z
+  .enum(['true', 'false', '1', '0', 'yes', 'no'])
+  .transform((v) => v === 'true' || v === '1' || v === 'yes');
+const positiveInt = z.coerce.number().int().positive();
+const csv = z
+  .string()
+  .transform((v) => v.split(',').map((s) => s.trim()).filter((s) => s.length > 0));
+
+/** A DNS server as `ip` or `ip:port` (IPv6 as `[ip]:port`), the form node's Resolver.setServers takes. */
+const dnsServer = z
+  .string()
+  .regex(/^(\d{1,3}(\.\d{1,3}){3}(:\d{1,5})?|\[[0-9a-fA-F:]+\](:\d{1,5})?|[0-9a-fA-F:]+)$/, 'must be an IP address, optionally with :port');
+
+export const ROLES = ['api', 'smtp', 'worker'] as const;
+export type Role = (typeof ROLES)[number];
+
+export const configSchema = z
+  .object({
+    NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
+    ROLES: csv.pipe(z.array(z.enum(ROLES)).min(1)).default([...ROLES]),
+    LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+
+    BIND_HOST: z.string().min(1).default('127.0.0.1'),
+    API_PORT: port.default(3000),
+    SMTP_PORT: port.default(2525),
+    SUBMISSION_PORT: port.default(2587),
+    SMTPS_PORT: port.default(2465),
+    MAIL_HOSTNAME: z
+      .string()
+      .regex(/^(?=.{1,253}$)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)*[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$/, 'must be a host name')
+      .default('localhost'),
+
+    DATA_DIR: z.string().min(1).default('./data'),
+    DATABASE_URL: z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL').optional(),
+    EMBEDDED_PG_PORT: port.default(5433),
+    DATABASE_POOL_SIZE: positiveInt.default(20),
+
+    STORAGE_DRIVER: z.enum(['local', 'azure']).default('local'),
+    AZURE_STORAGE_CONNECTION_STRING: z.string().min(1).optional(),
+    AZURE_STORAGE_CONTAINER: z
+      .string()
+      .regex(/^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$/, 'must be a valid Azure container name')
+      .default('mail'),
+    BLOB_GC_GRACE_MS: z.coerce.number().int().min(0).default(60 * 60 * 1000),
+    BLOB_GC_INTERVAL_MS: z.coerce.number().int().min(1000).default(60 * 60 * 1000),
+
+    MAX_MESSAGE_SIZE: positiveInt.default(25 * 1024 * 1024),
+    MAX_RECIPIENTS: positiveInt.default(100),
+    DEFAULT_QUOTA_MB: positiveInt.default(1024),
+    SMTP_MAX_CONNECTIONS: positiveInt.default(2000),
+    SMTP_MAX_CONNECTIONS_PER_IP: positiveInt.default(50),
+    SMTP_IDLE_TIMEOUT_MS: positiveInt.default(60_000),
+    SMTP_SESSION_MAX_MS: positiveInt.default(30 * 60_000),
+    SMTP_SHUTDOWN_GRACE_MS: z.coerce.number().int().min(0).default(20_000),
+    SMTP_MAX_RECEIVED_HEADERS: positiveInt.default(30),
+
+    DNS_SERVERS: csv.pipe(z.array(dnsServer)).optional(),
+    DNS_TIMEOUT_MS: positiveInt.default(5000),
+    INBOUND_AUTH_ENABLED: bool.default(true),
+
+    TLS_CERT_FILE: z.string().min(1).optional(),
+    TLS_KEY_FILE: z.string().min(1).optional(),
+
+    JWT_SECRET: z.string().min(32, 'must be at least 32 characters').optional(),
+    SECRETS_KEY: z
+      .string()
+      .regex(/^[0-9a-fA-F]{64}$/, 'must be 64 hex characters (32 bytes)')
+      .optional(),
+  })
+  .superRefine((c, ctx) => {
+    if (c.NODE_ENV === 'production') {
+      for (const key of ['JWT_SECRET', 'SECRETS_KEY'] as const) {
+        if (!c[key]) ctx.addIssue({ code: 'custom', path: [key], message: 'is required when NODE_ENV=production' });
+      }
+    }
+    if (c.STORAGE_DRIVER === 'azure' && !c.AZURE_STORAGE_CONNECTION_STRING) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['AZURE_STORAGE_CONNECTION_STRING'],
+        message: 'is required when STORAGE_DRIVER=azure',
+      });
+    }
+    if (Boolean(c.TLS_CERT_FILE) !== Boolean(c.TLS_KEY_FILE)) {
+      ctx.addIssue({ code: 'custom', path: ['TLS_KEY_FILE'], message: 'TLS_CERT_FILE and TLS_KEY_FILE must be set together' });
+    }
+  });
+
+export type RawConfig = z.infer<typeof configSchema>;
+
+/** The variables whose values config:print and the logs never show. */
+export const SECRET_KEYS: ReadonlySet<string> = new Set(['JWT_SECRET', 'SECRETS_KEY', 'AZURE_STORAGE_CONNECTION_STRING', 'DATABASE_URL']);

@@ -1,0 +1,40 @@
+/**
+ * Named limits that are not operator settings (those live in config/schema.ts). One place, each
+ * with its unit in the name and the reason for its value.
+ */
+
+/** Longest text or HTML body kept in the database for display and search; the raw blob keeps all. */
+export const MAX_STORED_BODY_BYTES = 2 * 1024 * 1024;
+
+/** Text fed to the full-text index per message (PostgreSQL tsvector is capped at 1 MB). */
+export const MAX_INDEXED_TEXT_CHARS = 200_000;
+
+/** Snippet shown in message lists. */
+export const SNIPPET_CHARS = 200;
+
+/** Header lines scanned during DATA for loop detection and Message-ID; beyond this we stop counting. */
+export const MAX_HEADER_BYTES = 1024 * 1024;
+
+/** How long an SMTP callback may take before the client gets 451 4.3.0 instead of waiting. */
+export const SMTP_CALLBACK_TIMEOUT_MS = 60_000;
+
+/** How often the SMTP session-age sweep runs. */
+export const SMTP_SESSION_SWEEP_MS = 1_000;
+
+/** How long a DNS answer is cached for inbound verification (SPF, DKIM keys, DMARC). */
+export const DNS_CACHE_TTL_MS = 5 * 60_000;
+
+/** Entries kept in the DNS cache before the oldest are dropped. */
+export const DNS_CACHE_MAX_ENTRIES = 10_000;
+
+/** Keys checked per database query when the blob collector looks for unreferenced blobs. */
+export const BLOB_GC_BATCH = 500;
+
+/** Default folders of every new mailbox, with their special-use role (RFC 6154). */
+export const DEFAULT_FOLDERS = [
+  { name: 'INBOX', specialUse: 'inbox' },
+  { name: 'Sent', specialUse: 'sent' },
+  { name: 'Drafts', specialUse: 'drafts' },
+  { name: 'Trash', specialUse: 'trash' },
+  { name: 'Junk', specialUse: 'junk' },
+] as const;

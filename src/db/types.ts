@@ -1,0 +1,155 @@
+/**
+ * Kysely table types, matching the migrations in db/migrations. Repositories use these; nothing
+ * outside db/ sees them except as the row types repositories return.
+ */
+import type { ColumnType, Generated, Insertable, Selectable } from 'kysely';
+
+type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
+type Json<T> = ColumnType<T, string, string>;
+type Int8 = ColumnType<number, number | bigint | string, number | bigint | string>;
+
+export type UserRole = 'owner' | 'admin' | 'member';
+export type UserStatus = 'active' | 'suspended';
+export type DomainStatus = 'pending' | 'verified' | 'failed';
+export type SpecialUse = 'inbox' | 'sent' | 'drafts' | 'trash' | 'junk';
+
+export interface AddressJson {
+  name: string;
+  address: string;
+}
+
+export interface TenantsTable {
+  id: Generated<string>;
+  name: string;
+  created_at: Generated<Date>;
+  updated_at: Generated<Date>;
+}
+
+export interface UsersTable {
+  id: Generated<string>;
+  tenant_id: string;
+  email: string;
+  name: string | null;
+  password_hash: string;
+  role: ColumnType<UserRole, UserRole | undefined, UserRole>;
+  status: ColumnType<UserStatus, UserStatus | undefined, UserStatus>;
+  failed_logins: Generated<number>;
+  locked_until: Timestamp | null;
+  created_at: Generated<Date>;
+  updated_at: Generated<Date>;
+}
+
+export interface DomainsTable {
+  id: Generated<string>;
+  tenant_id: string;
+  name: string;
+  status: ColumnType<DomainStatus, DomainStatus | undefined, DomainStatus>;
+  verification_token: string;
+  dkim_selector: string;
+  dkim_public_key: string | null;
+  dkim_private_key_enc: string | null;
+  dns_results: Json<unknown> | null;
+  last_checked_at: Timestamp | null;
+  verified_at: Timestamp | null;
+  created_at: Generated<Date>;
+  updated_at: Generated<Date>;
+}
+
+export interface MailboxesTable {
+  id: Generated<string>;
+  tenant_id: string;
+  user_id: string | null;
+  domain_id: string;
+  address: string;
+  quota_bytes: Int8;
+  used_bytes: ColumnType<number, never, number>;
+  message_count: ColumnType<number, never, number>;
+  created_at: Generated<Date>;
+}
+
+export interface FoldersTable {
+  id: Generated<string>;
+  tenant_id: string;
+  mailbox_id: string;
+  name: string;
+  special_use: SpecialUse | null;
+  created_at: Generated<Date>;
+}
+
+export interface BlobsTable {
+  key: string;
+  sha256: string;
+  size: Int8;
+  refcount: number;
+  created_at: Generated<Date>;
+}
+
+export interface MessagesTable {
+  id: Generated<string>;
+  tenant_id: string;
+  mailbox_id: string;
+  folder_id: string;
+  message_id: string | null;
+  in_reply_to: string | null;
+  references_ids: ColumnType<string[], string[] | undefined, string[]>;
+  subject: string;
+  from_name: string;
+  from_address: string;
+  to_addresses: Json<AddressJson[]>;
+  cc_addresses: Json<AddressJson[]>;
+  sent_at: Timestamp | null;
+  received_at: Generated<Date>;
+  size: Int8;
+  snippet: string;
+  text_body: string | null;
+  html_body: string | null;
+  has_attachments: boolean;
+  seen: Generated<boolean>;
+  flagged: Generated<boolean>;
+  answered: Generated<boolean>;
+  draft: Generated<boolean>;
+  envelope_from: string | null;
+  envelope_to: string | null;
+  remote_ip: string | null;
+  raw_blob_key: string;
+  raw_sha256: string;
+  raw_size: Int8;
+  trace_headers: string;
+  auth_results: Json<unknown> | null;
+  auth_summary: Json<unknown> | null;
+  search: ColumnType<string, unknown, unknown>;
+}
+
+export interface AttachmentsTable {
+  id: Generated<string>;
+  tenant_id: string;
+  message_id: string;
+  position: number;
+  filename: string | null;
+  content_type: string;
+  disposition: string | null;
+  content_id: string | null;
+  size: Int8;
+  sha256: string;
+  blob_key: string;
+}
+
+export interface Database {
+  tenants: TenantsTable;
+  users: UsersTable;
+  domains: DomainsTable;
+  mailboxes: MailboxesTable;
+  folders: FoldersTable;
+  blobs: BlobsTable;
+  messages: MessagesTable;
+  attachments: AttachmentsTable;
+}
+
+export type Tenant = Selectable<TenantsTable>;
+export type User = Selectable<UsersTable>;
+export type Domain = Selectable<DomainsTable>;
+export type Mailbox = Selectable<MailboxesTable>;
+export type Folder = Selectable<FoldersTable>;
+export type Message = Selectable<MessagesTable>;
+export type Attachment = Selectable<AttachmentsTable>;
+export type NewMessage = Insertable<MessagesTable>;

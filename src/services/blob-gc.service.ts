@@ -1,0 +1,104 @@
+/**
+ * BlobCollector: removes blobs nobody references. Two kinds: rows whose reference count fell
+ * to zero (deleted messages) and orphans, files with no row at all (a crash between writing a
+ * blob and committing its transaction, or a staged file never published). Only objects older
+ * than the grace period are touched, and each deletion happens while holding the key's row lock,
+ * the same lock an ingest holds while publishing that key (see blobs/blob-store.ts).
+ */
+import type { BlobStore } from '../blobs/blob-store.js';
+import { BLOB_GC_BATCH } from '../core/limits.js';
+import { describeError } from '../core/errors.js';
+import type { Logger } from '../core/logger.js';
+import type { Db } from '../db/database.js';
+import { deleteRow, existingKeys, findUnreferenced, lockForDeletion } from '../db/blobs.repository.js';
+
+export interface CollectResult {
+  deleted: number;
+  scanned: number;
+}
+
+export class BlobCollector {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<CollectResult> | null = null;
+
+  constructor(
+    private readonly db: Db,
+    private readonly blobs: BlobStore,
+    private readonly graceMs: number,
+    private readonly logger: Logger,
+  ) {}
+
+  start(intervalMs: number): void {
+    this.timer = setInterval(() => {
+      this.collect().catch((err: unknown) => this.logger.error({ event: 'blob.gc.failed', err: describeError(err) }, 'blob collection failed'));
+    }, intervalMs);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    await this.running?.catch(() => undefined);
+  }
+
+  /** One full pass. Concurrent calls share the pass in progress. */
+  collect(): Promise<CollectResult> {
+    this.running ??= this.pass().finally(() => {
+      this.running = null;
+    });
+    return this.running;
+  }
+
+  private async pass(): Promise<CollectResult> {
+    const cutoff = new Date(Date.now() - this.graceMs);
+    let deleted = 0;
+    let scanned = 0;
+    // 1. rows without references
+    for (;;) {
+      const keys = await findUnreferenced(this.db, cutoff, BLOB_GC_BATCH);
+      if (keys.length === 0) break;
+      let progress = 0;
+      for (const key of keys) if (await this.deleteIfUnreferenced(key, cutoff)) progress++;
+      deleted += progress;
+      if (progress === 0) break;
+    }
+    // 2. files without rows
+    let batch: string[] = [];
+    for await (const info of this.blobs.list()) {
+      scanned++;
+      if (info.modifiedAt >= cutoff) continue;
+      batch.push(info.key);
+      if (batch.length >= BLOB_GC_BATCH) {
+        deleted += await this.deleteOrphans(batch, cutoff);
+        batch = [];
+      }
+    }
+    if (batch.length > 0) deleted += await this.deleteOrphans(batch, cutoff);
+    if (deleted > 0) this.logger.info({ event: 'blob.gc.deleted', deleted, scanned }, 'unreferenced blobs deleted');
+    return { deleted, scanned };
+  }
+
+  private async deleteOrphans(keys: string[], cutoff: Date): Promise<number> {
+    const known = await existingKeys(this.db, keys);
+    let deleted = 0;
+    for (const key of keys) {
+      if (!known.has(key) && (await this.deleteIfUnreferenced(key, cutoff))) deleted++;
+    }
+    return deleted;
+  }
+
+  /** Under the key's row lock: delete the file if it is still unreferenced and old enough. */
+  private async deleteIfUnreferenced(key: string, cutoff: Date): Promise<boolean> {
+    return this.db.transaction().execute(async (trx) => {
+      if (!(await lockForDeletion(trx, key))) return false;
+      const info = await this.blobs.stat(key);
+      if (info && info.modifiedAt >= cutoff) {
+        // republished moments ago by an ingest that then rolled back or is about to commit
+        await deleteRow(trx, key);
+        return false;
+      }
+      if (info) await this.blobs.delete(key);
+      await deleteRow(trx, key);
+      return true;
+    });
+  }
+}

@@ -1,0 +1,279 @@
+/**
+ * IngestService.acceptMessage(): the one path every message enters by (MX delivery today; local
+ * delivery of our own outbound mail, API drafts and Sent copies later). In one streaming pass it
+ * checks the bytes (size, line endings, loops), stages them in the blob store, parses them and,
+ * for mail from outside, verifies SPF/DKIM/DMARC/ARC. Then one transaction locks the blob rows,
+ * publishes the blobs, writes one message row per recipient with its attachments and charges
+ * each mailbox's quota.
+ *
+ * Guarantee: when acceptMessage resolves, the raw message is durable in the blob store and the
+ * transaction that records it has committed; only then may SMTP answer 250. When it rejects,
+ * nothing is visible (staged bytes are discarded; a crash leaves only orphans for the collector).
+ *
+ * The stored blob is the message exactly as received; the header fields we add (Received,
+ * Authentication-Results, Message-ID when missing) are kept per copy in `trace_headers` and put
+ * in front of the blob when the raw message is read back.
+ */
+import { randomUUID } from 'node:crypto';
+import { PassThrough, type Readable } from 'node:stream';
+import { blobKey, type BlobStore, type StagedBlob } from '../blobs/blob-store.js';
+import { AppError, describeError } from '../core/errors.js';
+import type { Logger } from '../core/logger.js';
+import type { Db } from '../db/database.js';
+import { addReferences } from '../db/blobs.repository.js';
+import { charge } from '../db/mailboxes.repository.js';
+import { insertMessage, type NewAttachmentRow } from '../db/messages.repository.js';
+import type { SpecialUse } from '../db/types.js';
+import type { InboundAuthService, AuthSummary } from './inbound-auth.service.js';
+import { MessageInspector } from './message-inspector.js';
+import { parseMessage, type ParsedMessage } from './message-parser.js';
+import { receivedHeader, type Protocol } from './trace-headers.js';
+
+export interface IngestRecipient {
+  tenantId: string;
+  mailboxId: string;
+  address: string;
+  folder?: SpecialUse;
+  seen?: boolean;
+  draft?: boolean;
+}
+
+export interface IngestEnvelope {
+  mailFrom: string | null;
+  remoteIp?: string;
+  helo?: string;
+  clientHostname?: string;
+  protocol: Protocol;
+  /** Our id for this transaction, shown in the Received header. */
+  transactionId: string;
+}
+
+export interface IngestOptions {
+  maxBytes: number;
+  /** Verify SPF/DKIM/DMARC/ARC (mail from outside); off for our own copies. */
+  verify: boolean;
+  /** Reject as a loop when the message already has this many Received fields. */
+  maxReceived: number;
+}
+
+export interface IngestResult {
+  messageIds: string[];
+  size: number;
+  sha256: string;
+  rawKey: string;
+  auth: AuthSummary | null;
+}
+
+const AUTH_TEMPERROR: AuthSummary = { spf: 'temperror', dkim: 'temperror', dmarc: 'temperror', arc: 'temperror' };
+
+export class IngestService {
+  constructor(
+    private readonly db: Db,
+    private readonly blobs: BlobStore,
+    private readonly auth: InboundAuthService,
+    private readonly hostname: string,
+    private readonly logger: Logger,
+  ) {}
+
+  async acceptMessage(source: Readable, recipients: IngestRecipient[], envelope: IngestEnvelope, options: IngestOptions): Promise<IngestResult> {
+    if (recipients.length === 0) throw new AppError('bad_address', 'no recipients');
+    const inspector = new MessageInspector(options.maxBytes);
+    const toBlob = new PassThrough();
+    const toParser = new PassThrough();
+    const toAuth = options.verify ? new PassThrough() : null;
+    const outputs = [toBlob, toParser, ...(toAuth ? [toAuth] : [])];
+    for (const out of outputs) inspector.pipe(out);
+    const sourceDone = new Promise<void>((resolve, reject) => {
+      // a client that goes away mid-DATA destroys the source: fail every consumer with it
+      const fail = (err: unknown): void => {
+        const error = err instanceof Error ? err : new Error('message stream closed early');
+        for (const out of outputs) out.destroy(error);
+        reject(error);
+      };
+      source.once('error', fail);
+      source.once('close', () => {
+        if (!source.readableEnded) fail(new Error('message stream closed before its end'));
+      });
+      inspector.once('error', fail);
+      inspector.once('end', resolve);
+    });
+    source.pipe(inspector);
+
+    const [sourceResult, rawResult, parseResult, authResult] = await Promise.allSettled([
+      sourceDone,
+      drainAfter(toBlob, this.blobs.stage(toBlob)),
+      drainAfter(toParser, parseMessage(toParser, this.blobs)),
+      toAuth ? drainAfter(toAuth, this.auth.verify(toAuth, authContext(envelope))) : Promise.resolve(null),
+    ]);
+    const staged: StagedBlob[] = [];
+    if (rawResult.status === 'fulfilled') staged.push(rawResult.value);
+    if (parseResult.status === 'fulfilled') staged.push(...parseResult.value.attachments.map((a) => a.staged));
+    try {
+      if (sourceResult.status === 'rejected') throw sourceResult.reason;
+      this.checkInspection(inspector, options);
+      if (rawResult.status === 'rejected') throw rawResult.reason;
+      const raw = rawResult.value;
+      const parsed = parseResult.status === 'fulfilled' ? parseResult.value : this.unparsed(parseResult.reason, envelope);
+      let auth: { headers: string; summary: AuthSummary } | null = null;
+      if (authResult.status === 'fulfilled') {
+        auth = authResult.value;
+      } else {
+        this.logger.warn({ tid: envelope.transactionId, err: describeError(authResult.reason) }, 'inbound verification failed');
+        auth = { headers: `Authentication-Results: ${this.hostname}; auth=temperror\r\n`, summary: AUTH_TEMPERROR };
+      }
+      const result = await this.store(raw, parsed, recipients, envelope, auth);
+      this.logger.info(
+        { event: 'ingest.stored', tid: envelope.transactionId, size: raw.size, recipients: recipients.length, sha256: raw.sha256 },
+        'message stored',
+      );
+      return result;
+    } catch (err) {
+      await Promise.all(staged.map((s) => s.discard().catch(() => undefined)));
+      throw err;
+    }
+  }
+
+  private checkInspection(inspector: MessageInspector, options: IngestOptions): void {
+    const report = inspector.report();
+    if (report.tooLarge) {
+      throw new AppError('message_too_large', `message exceeds the maximum size of ${options.maxBytes} bytes`);
+    }
+    if (report.bareLineEnding) {
+      throw new AppError('bare_line_ending', `message contains a bare ${report.bareLineEnding}; lines must end with CRLF (RFC 5321 section 2.3.8)`);
+    }
+    if (report.receivedCount >= options.maxReceived) {
+      throw new AppError('mail_loop', `too many Received headers (${report.receivedCount}): mail loop detected`);
+    }
+  }
+
+  /** A message mailparser could not read is still stored: the raw bytes are what matter. */
+  private unparsed(reason: unknown, envelope: IngestEnvelope): ParsedMessage {
+    this.logger.warn({ tid: envelope.transactionId, err: describeError(reason) }, 'message could not be parsed; storing it raw');
+    return {
+      messageId: null,
+      inReplyTo: null,
+      references: [],
+      subject: '',
+      from: null,
+      to: [],
+      cc: [],
+      date: null,
+      text: null,
+      html: null,
+      snippet: '',
+      attachments: [],
+    };
+  }
+
+  private async store(
+    raw: StagedBlob,
+    parsed: ParsedMessage,
+    recipients: IngestRecipient[],
+    envelope: IngestEnvelope,
+    auth: { headers: string; summary: AuthSummary } | null,
+  ): Promise<IngestResult> {
+    const rawKey = blobKey('raw', raw.sha256);
+    const now = new Date();
+    const generatedId = parsed.messageId ? null : `<${randomUUID()}@${this.hostname}>`;
+    const attachmentRows: NewAttachmentRow[] = parsed.attachments.map((a, position) => ({
+      position,
+      filename: a.filename,
+      contentType: a.contentType,
+      disposition: a.disposition,
+      contentId: a.contentId,
+      size: a.staged.size,
+      sha256: a.staged.sha256,
+      blobKey: blobKey('att', a.staged.sha256),
+    }));
+    const n = recipients.length;
+
+    const messageIds = await this.db.transaction().execute(async (trx) => {
+      await addReferences(trx, [
+        { key: rawKey, sha256: raw.sha256, size: raw.size, count: n },
+        ...attachmentRows.map((a) => ({ key: a.blobKey, sha256: a.sha256, size: a.size, count: n })),
+      ]);
+      // the rows are locked now: publishing cannot race the collector deleting the same key
+      await raw.publish(rawKey);
+      for (const [i, a] of parsed.attachments.entries()) await a.staged.publish(attachmentRows[i]!.blobKey);
+
+      const folders = await trx
+        .selectFrom('folders')
+        .select(['id', 'mailbox_id', 'special_use'])
+        .where('mailbox_id', 'in', [...new Set(recipients.map((r) => r.mailboxId))])
+        .where('special_use', 'is not', null)
+        .execute();
+      const ids: string[] = [];
+      for (const r of recipients) {
+        const folder = folders.find((f) => f.mailbox_id === r.mailboxId && f.special_use === (r.folder ?? 'inbox'));
+        if (!folder) throw new AppError('mailbox_not_found', `mailbox ${r.address} has no ${r.folder ?? 'inbox'} folder`);
+        const trace =
+          receivedHeader({ ...envelope, hostname: this.hostname, recipient: n === 1 ? r.address : null, date: now }) +
+          (auth?.headers ?? '') +
+          (generatedId ? `Message-ID: ${generatedId}\r\n` : '');
+        const size = raw.size + Buffer.byteLength(trace);
+        ids.push(
+          await insertMessage(
+            trx,
+            {
+              tenantId: r.tenantId,
+              mailboxId: r.mailboxId,
+              folderId: folder.id,
+              messageId: parsed.messageId ?? generatedId,
+              inReplyTo: parsed.inReplyTo,
+              references: parsed.references,
+              subject: parsed.subject,
+              fromName: parsed.from?.name ?? '',
+              fromAddress: parsed.from?.address ?? '',
+              to: parsed.to,
+              cc: parsed.cc,
+              sentAt: parsed.date,
+              size,
+              snippet: parsed.snippet,
+              text: parsed.text,
+              html: parsed.html,
+              hasAttachments: attachmentRows.some((a) => a.disposition !== 'inline' || !a.contentId),
+              seen: r.seen ?? false,
+              draft: r.draft ?? false,
+              envelopeFrom: envelope.mailFrom,
+              envelopeTo: r.address,
+              remoteIp: envelope.remoteIp ?? null,
+              rawBlobKey: rawKey,
+              rawSha256: raw.sha256,
+              rawSize: raw.size,
+              traceHeaders: trace,
+              authSummary: auth?.summary ?? null,
+            },
+            attachmentRows,
+          ),
+        );
+        await charge(trx, r.mailboxId, size, 1);
+      }
+      return ids;
+    });
+    return { messageIds, size: raw.size, sha256: raw.sha256, rawKey, auth: auth?.summary ?? null };
+  }
+}
+
+/**
+ * Runs one consumer of the message stream. Once it is done (or failed) its input keeps flowing so
+ * the other consumers never stall; if its input fails first, it fails with it instead of waiting
+ * for an end that will not come.
+ */
+async function drainAfter<T>(input: PassThrough, work: Promise<T>): Promise<T> {
+  const inputFailed = new Promise<never>((_resolve, reject) => {
+    input.once('error', reject);
+    input.once('close', () => {
+      if (!input.readableEnded) reject(new Error('message stream closed before its end'));
+    });
+  });
+  work.catch(() => undefined); // a failure after the input failed is already reported
+  try {
+    return await Promise.race([work, inputFailed]);
+  } finally {
+    input.resume();
+  }
+}
+
+function authContext(envelope: IngestEnvelope): { ip: string; helo: string; sender: string } {
+  return { ip: envelope.remoteIp ?? '127.0.0.1', helo: envelope.helo ?? '', sender: envelope.mailFrom ?? '' };
+}

@@ -1,0 +1,23 @@
+/**
+ * smtp-server adds an enhanced status code chosen from the basic code alone (550 → 5.1.1), so
+ * `550 5.7.1 relay denied` would go out as `550 5.1.1 5.7.1 relay denied`. Our replies carry
+ * their own enhanced code (smtp/reply-codes.ts); this wraps SMTPConnection.send once so that a
+ * reply text that already starts with an enhanced code (RFC 3463 `class.subject.detail`) is sent
+ * as is. Every other reply keeps the library's behaviour.
+ */
+import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
+
+const ENHANCED_PREFIX = /^[245]\.\d{1,3}\.\d{1,3} /;
+let installed = false;
+
+export function installEnhancedCodePassthrough(): void {
+  if (installed) return;
+  installed = true;
+  type Send = (this: SMTPConnection, code: number, data?: string | string[], context?: string | false) => void;
+  const proto = SMTPConnection.prototype as unknown as { send: Send };
+  const original = proto.send;
+  proto.send = function send(this: SMTPConnection, code, data, context) {
+    if (typeof data === 'string' && ENHANCED_PREFIX.test(data)) return original.call(this, code, data, false);
+    return original.call(this, code, data, context);
+  };
+}
