@@ -63,6 +63,8 @@ export async function startMxServer(
     size: options.maxMessageBytes,
     authOptional: true,
     disabledCommands: ['AUTH'],
+    // enhanced status codes (RFC 2034/3463) are off by default in smtp-server
+    hideENHANCEDSTATUSCODES: false,
     hideDSN: true,
     hideREQUIRETLS: true,
     disableReverseLookup: true,

@@ -1,0 +1,138 @@
+/**
+ * SMTP clients for tests: RawSmtp speaks the protocol over a plain TCP socket, byte for byte,
+ * for edge cases (smuggling, bare LF, pipelining); sendWithNodemailer() is a real client for the
+ * ordinary path. Both return full reply lines ("550 5.1.1 ...") so tests assert them exactly.
+ */
+import net from 'node:net';
+import nodemailer from 'nodemailer';
+
+export interface Reply {
+  code: number;
+  /** Every line of the reply, joined with \n, including the codes. */
+  text: string;
+}
+
+export class RawSmtp {
+  private buffer = '';
+  private waiters: (() => void)[] = [];
+  private closed = false;
+
+  private constructor(private readonly socket: net.Socket) {
+    socket.on('data', (chunk: Buffer) => {
+      this.buffer += chunk.toString('latin1');
+      this.wake();
+    });
+    socket.on('close', () => {
+      this.closed = true;
+      this.wake();
+    });
+    socket.on('error', () => {
+      this.closed = true;
+      this.wake();
+    });
+  }
+
+  static async connect(port: number, host = '127.0.0.1', localAddress?: string): Promise<RawSmtp> {
+    const socket = net.connect({ port, host, localAddress });
+    await new Promise<void>((resolve, reject) => {
+      socket.once('connect', resolve);
+      socket.once('error', reject);
+    });
+    return new RawSmtp(socket);
+  }
+
+  private wake(): void {
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const w of waiters) w();
+  }
+
+  /** Reads one complete (possibly multi-line) reply. */
+  async reply(timeoutMs = 10_000): Promise<Reply> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const lines = this.buffer.split('\r\n');
+      for (let i = 0; i < lines.length - 1; i++) {
+        if (/^\d{3} /.test(lines[i]!) || /^\d{3}$/.test(lines[i]!)) {
+          const text = lines.slice(0, i + 1).join('\n');
+          this.buffer = lines.slice(i + 1).join('\r\n');
+          return { code: Number(text.slice(text.lastIndexOf('\n') + 1, text.lastIndexOf('\n') + 4)), text };
+        }
+      }
+      if (this.closed) throw new Error(`connection closed; unparsed: ${JSON.stringify(this.buffer)}`);
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`no reply within ${timeoutMs} ms; got ${JSON.stringify(this.buffer)}`);
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, left);
+        this.waiters.push(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+  }
+
+  write(data: string | Buffer): void {
+    this.socket.write(data);
+  }
+
+  async command(line: string): Promise<Reply> {
+    this.write(`${line}\r\n`);
+    return this.reply();
+  }
+
+  /** Greeting + EHLO. */
+  async hello(name = 'client.test'): Promise<Reply> {
+    await this.reply();
+    return this.command(`EHLO ${name}`);
+  }
+
+  /** Sends DATA, the bytes as given (caller does dot-stuffing), and reads the final reply. */
+  async data(body: Buffer | string, terminator = '\r\n.\r\n'): Promise<Reply> {
+    const go = await this.command('DATA');
+    if (go.code !== 354) return go;
+    this.write(body);
+    this.write(terminator);
+    return this.reply(60_000);
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  async waitClosed(timeoutMs = 10_000): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    while (!this.closed && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    return this.closed;
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+}
+
+/** Sends with nodemailer's SMTP client; resolves to the final reply line, rejects with it. */
+export async function sendWithNodemailer(port: number, message: { from: string; to: string | string[]; raw?: Buffer | string; subject?: string; text?: string }): Promise<string> {
+  const transport = nodemailer.createTransport({ host: '127.0.0.1', port, secure: false, ignoreTLS: true, name: 'client.test' });
+  try {
+    const info = (await transport.sendMail({
+      envelope: { from: message.from, to: message.to },
+      ...(message.raw ? { raw: message.raw } : { from: message.from, to: message.to, subject: message.subject ?? 'test', text: message.text ?? 'hello' }),
+    })) as { response: string };
+    return info.response;
+  } finally {
+    transport.close();
+  }
+}
+
+/** A minimal valid message with CRLF line endings. */
+export function simpleMessage(opts: { from?: string; to?: string; subject?: string; body?: string; extraHeaders?: string[] } = {}): string {
+  const headers = [
+    `From: ${opts.from ?? 'sender@example.org'}`,
+    `To: ${opts.to ?? 'rcpt@example.org'}`,
+    `Subject: ${opts.subject ?? 'test message'}`,
+    'Date: Sat, 21 Nov 2026 06:00:00 +0000',
+    ...(opts.extraHeaders ?? []),
+  ];
+  return `${headers.join('\r\n')}\r\n\r\n${opts.body ?? 'Hello there.'}\r\n`;
+}
