@@ -87,12 +87,17 @@ export class RawSmtp {
     return this.command(`EHLO ${name}`);
   }
 
-  /** Sends DATA, the bytes as given (caller does dot-stuffing), and reads the final reply. */
-  async data(body: Buffer | string, terminator = '\r\n.\r\n'): Promise<Reply> {
+  /**
+   * Sends DATA, the bytes as given (caller does dot-stuffing), then the end of data: `.\r\n`
+   * after a body that ends with CRLF (that CRLF belongs to the content, RFC 5321 §4.1.1.4),
+   * `\r\n.\r\n` otherwise. Reads the final reply.
+   */
+  async data(body: Buffer | string, terminator?: string): Promise<Reply> {
     const go = await this.command('DATA');
     if (go.code !== 354) return go;
     this.write(body);
-    this.write(terminator);
+    const tail = Buffer.isBuffer(body) ? body.subarray(-2).toString('latin1') : body.slice(-2);
+    this.write(terminator ?? (tail === '\r\n' ? '.\r\n' : '\r\n.\r\n'));
     return this.reply(60_000);
   }
 
