@@ -25,7 +25,7 @@ describe('operator flow: CLI + swaks against the running server', () => {
     rmSync(dataDir, { recursive: true, force: true });
   });
 
-  it('when an operator creates a user with the CLI, then swaks delivers to it and list-messages/show-message show the message', async () => {
+  it('when an operator creates a user with the CLI, then swaks delivers to it and list-messages/show-message show the message', () => {
     assert.equal(server.admin('create-tenant', '--name', 'Acme').status, 0);
     const domain = server.admin('add-domain', '--tenant', 'Acme', '--domain', 'acme.test');
     assert.equal(domain.status, 0, domain.stderr);
