@@ -13,13 +13,19 @@ import { assertSafeKey, STAGING_PREFIX, type BlobInfo, type BlobStore, type Stag
 const UPLOAD_BUFFER_BYTES = 4 * 1024 * 1024;
 const UPLOAD_CONCURRENCY = 4;
 const COPY_POLL_MS = 200;
+/**
+ * The SDK's default retry policy takes ~16 s to give up on an unreachable endpoint, which would
+ * hold /readyz and every SMTP transaction that long during an outage. Three quick tries instead;
+ * the SMTP client retries the whole transaction later anyway (451).
+ */
+const RETRY_OPTIONS = { maxTries: 3, retryDelayInMs: 300, maxRetryDelayInMs: 1500 };
 
 export class AzureBlobStore implements BlobStore {
   readonly driver = 'azure' as const;
   private readonly container: ContainerClient;
 
   constructor(connectionString: string, containerName: string) {
-    this.container = BlobServiceClient.fromConnectionString(connectionString).getContainerClient(containerName);
+    this.container = BlobServiceClient.fromConnectionString(connectionString, { retryOptions: RETRY_OPTIONS }).getContainerClient(containerName);
   }
 
   async init(): Promise<this> {

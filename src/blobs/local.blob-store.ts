@@ -5,7 +5,7 @@
  * parents too. Every write is durable when its promise resolves.
  */
 import { createHash, randomUUID } from 'node:crypto';
-import { createReadStream, createWriteStream, type Dirent } from 'node:fs';
+import { createWriteStream, type Dirent } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { Readable, Transform } from 'node:stream';
@@ -76,8 +76,10 @@ export class LocalBlobStore implements BlobStore {
   async read(key: string): Promise<Readable> {
     const file = this.pathOf(key);
     try {
+      // the stream owns the handle: passing only its numeric fd would let the garbage collector
+      // close that descriptor mid-read (truncating the read) or after its number was reused
       const handle = await fs.open(file, 'r');
-      return createReadStream('', { fd: handle.fd, autoClose: true });
+      return handle.createReadStream();
     } catch (err) {
       if (isNotFound(err)) throw new AppError('not_found', `blob ${key} not found`);
       throw storageError(`reading blob ${key} failed`, err);
@@ -85,8 +87,9 @@ export class LocalBlobStore implements BlobStore {
   }
 
   async stat(key: string): Promise<BlobInfo | null> {
+    const file = this.pathOf(key);
     try {
-      const st = await fs.stat(this.pathOf(key));
+      const st = await fs.stat(file);
       return { key, size: st.size, modifiedAt: st.mtime };
     } catch (err) {
       if (isNotFound(err)) return null;

@@ -86,19 +86,27 @@ export class BlobCollector {
     return deleted;
   }
 
-  /** Under the key's row lock: delete the file if it is still unreferenced and old enough. */
+  /**
+   * Under the key's row lock: delete the file if it is still unreferenced and old enough. The
+   * row goes first: if a message or attachment still points at the key (a reference count gone
+   * wrong), the foreign key refuses the delete and the file is never touched. A failure is
+   * logged and skips only this key, so one bad key cannot stop collection for good.
+   */
   private async deleteIfUnreferenced(key: string, cutoff: Date): Promise<boolean> {
-    return this.db.transaction().execute(async (trx) => {
-      if (!(await lockForDeletion(trx, key))) return false;
-      const info = await this.blobs.stat(key);
-      if (info && info.modifiedAt >= cutoff) {
-        // republished moments ago by an ingest that then rolled back or is about to commit
+    try {
+      return await this.db.transaction().execute(async (trx) => {
+        if (!(await lockForDeletion(trx, key))) return false;
+        const info = await this.blobs.stat(key);
         await deleteRow(trx, key);
-        return false;
-      }
-      if (info) await this.blobs.delete(key);
-      await deleteRow(trx, key);
-      return true;
-    });
+        // a recent file was republished moments ago by an ingest that then rolled back or is
+        // about to commit; without its row it is an orphan the grace period protects
+        if (info && info.modifiedAt >= cutoff) return false;
+        if (info) await this.blobs.delete(key);
+        return true;
+      });
+    } catch (err) {
+      this.logger.error({ event: 'blob.gc.failed', key, err: describeError(err) }, 'could not collect a blob');
+      return false;
+    }
   }
 }
