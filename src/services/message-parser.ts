@@ -10,6 +10,7 @@ import type { Readable } from 'node:stream';
 import { MailParser, type AddressObject, type AttachmentStream, type MessageText } from 'mailparser';
 import { MAX_STORED_BODY_BYTES, SNIPPET_CHARS } from '../core/limits.js';
 import type { BlobStore, StagedBlob } from '../blobs/blob-store.js';
+import { LegacyHeaderCharset } from './legacy-header-charset.js';
 
 export interface ParsedAddress {
   name: string;
@@ -80,7 +81,8 @@ export async function parseMessage(source: Readable, blobs: BlobStore): Promise<
     parser.once('end', resolve);
     parser.once('error', reject);
   });
-  source.pipe(parser);
+  // raw 8-bit header text in a legacy charset is re-decoded on the way in (see legacy-header-charset.ts)
+  source.pipe(new LegacyHeaderCharset()).pipe(parser);
   try {
     await done;
   } catch (err) {
