@@ -28,9 +28,11 @@ export function createOnData(ingest: IngestService, resolved: RecipientMap, regi
       if (recipients.some((r) => r === undefined)) throw new AppError('internal', 'recipient state lost');
       const mailFrom = session.envelope.mailFrom ? session.envelope.mailFrom.address : null;
       const protocol = PROTOCOLS.has(session.transmissionType ?? '') ? (session.transmissionType as Protocol) : 'ESMTP';
+      // alice@ and alice+news@ are one mailbox: it gets one copy
+      const mailboxes = [...new Map(recipients.map((r) => [r!.mailboxId, r!])).values()];
       const result = await ingest.acceptMessage(
         stream,
-        recipients.map((r) => ({ tenantId: r!.tenantId, mailboxId: r!.mailboxId, address: r!.address })),
+        mailboxes.map((r) => ({ tenantId: r.tenantId, mailboxId: r.mailboxId, address: r.address })),
         {
           mailFrom,
           remoteIp: session.remoteAddress,

@@ -140,6 +140,20 @@ describe('MX recipients', () => {
     assert.equal(blob.refcount, 2);
   });
 
+  it('when two recipients of one transaction are the same mailbox (alice@, alice+news@), then it gets one copy', async () => {
+    const c = await RawSmtp.connect(t.smtpPort);
+    try {
+      await c.hello();
+      await c.command('MAIL FROM:<s@example.org>');
+      assert.match((await c.command('RCPT TO:<alice@acme.test>')).text, /^250 /);
+      assert.match((await c.command('RCPT TO:<alice+news@acme.test>')).text, /^250 /);
+      assert.match((await c.data(simpleMessage({ subject: 'one copy' }))).text, /^250 /);
+    } finally {
+      c.close();
+    }
+    assert.equal((await messagesFor(t.services, 'alice@acme.test')).filter((m) => m.subject === 'one copy').length, 1);
+  });
+
   it('when the sender is the null sender (a bounce), then the message is accepted', async () => {
     const c = await RawSmtp.connect(t.smtpPort);
     try {
