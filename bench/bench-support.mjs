@@ -1,0 +1,327 @@
+/**
+ * Support for the benchmarks in bench/: installing Postfix's test tools, free ports, waiting for
+ * a listener, per-process-tree CPU and peak RSS from /proc, starting Postfix's smtp-sink and our
+ * own server on a throwaway DATA_DIR, and running smtp-source. Used by bench/smtp-ingest.mjs.
+ *
+ * Everything binds 127.0.0.1, every child has a time limit, and stop() of a started server
+ * sends SIGTERM and removes its temporary directory.
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import { chmodSync, existsSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { pathToFileURL } from 'node:url';
+
+export const SMTP_SOURCE = '/usr/sbin/smtp-source';
+export const SMTP_SINK = '/usr/sbin/smtp-sink';
+
+const isRoot = process.getuid?.() === 0;
+
+/** Installs Debian's postfix package (smtp-source, smtp-sink) when smtp-source is missing. */
+export function ensurePostfixTools(log) {
+  if (existsSync(SMTP_SOURCE) && existsSync(SMTP_SINK)) return;
+  const sudo = isRoot ? [] : ['sudo', '-n'];
+  const run = (cmd, args, input) => {
+    const shown = [...sudo, cmd, ...args].join(' ');
+    log(`setup: ${shown}`);
+    const [bin, ...rest] = sudo.length > 0 ? [...sudo, cmd, ...args] : [cmd, ...args];
+    execFileSync(bin, rest, {
+      input,
+      stdio: [input === undefined ? 'ignore' : 'pipe', 'ignore', 'inherit'],
+      env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
+      timeout: 600_000,
+    });
+  };
+  log(`setup: ${SMTP_SOURCE} not found; installing Debian's postfix package (it ships smtp-source and smtp-sink)`);
+  try {
+    // "No configuration": the package installs its programs and starts no mail system
+    run('debconf-set-selections', [], 'postfix postfix/main_mailer_type select No configuration\n');
+    run('apt-get', ['update']);
+    run('apt-get', ['install', '-y', '--no-install-recommends', 'postfix']);
+  } catch (err) {
+    throw new Error(`could not install postfix (${err.message}); install it yourself: apt-get install postfix`, { cause: err });
+  }
+  if (!existsSync(SMTP_SOURCE)) throw new Error(`postfix installed but ${SMTP_SOURCE} is still missing`);
+}
+
+export function postfixVersion() {
+  try {
+    return execFileSync('dpkg-query', ['-W', '-f', '${Version}', 'postfix'], { encoding: 'utf8' }).trim();
+  } catch {
+    return 'unknown';
+  }
+}
+
+export function machineInfo() {
+  const clkTck = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
+  return {
+    date: new Date().toISOString(),
+    nproc: os.availableParallelism(),
+    cpu: os.cpus()[0]?.model ?? 'unknown',
+    memGiB: (os.totalmem() / 2 ** 30).toFixed(1),
+    node: process.version,
+    postfix: postfixVersion(),
+    kernel: os.release(),
+    clkTck,
+  };
+}
+
+/** A TCP port that was free a moment ago on 127.0.0.1. */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** Resolves once host:port accepts a connection; rejects after timeoutMs or if check() throws. */
+export async function waitForPort(port, timeoutMs, check = () => undefined) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    check();
+    const ok = await new Promise((resolve) => {
+      const s = net.connect(port, '127.0.0.1');
+      s.once('connect', () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.once('error', () => resolve(false));
+    });
+    if (ok) return;
+    await sleep(200);
+  }
+  throw new Error(`nothing listening on 127.0.0.1:${port} after ${timeoutMs} ms`);
+}
+
+// ---- /proc accounting -------------------------------------------------------------------------
+
+/** stat fields of one process: ppid and CPU ticks (own and of reaped children). */
+function readStat(pid) {
+  try {
+    const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // the command name (field 2) may contain spaces and parentheses: split after the last ')'
+    const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
+    // f[0] is field 3 (state): field n is f[n - 3]
+    return { ppid: Number(f[1]), utime: Number(f[11]), stime: Number(f[12]), cutime: Number(f[13]), cstime: Number(f[14]) };
+  } catch {
+    return null; // the process ended between readdir and read
+  }
+}
+
+/** CPU ticks (user + system) of a process's main thread alone: for node, the event loop. */
+export function mainThreadCpuTicks(pid) {
+  const st = readStat(`${pid}/task/${pid}`);
+  return st ? st.utime + st.stime : 0;
+}
+
+/** The pid and every live descendant of it. */
+export function processTree(rootPid) {
+  const children = new Map();
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    const st = readStat(name);
+    if (!st) continue;
+    const list = children.get(st.ppid) ?? [];
+    list.push(Number(name));
+    children.set(st.ppid, list);
+  }
+  const out = [rootPid];
+  for (let i = 0; i < out.length; i++) out.push(...(children.get(out[i]) ?? []));
+  return out;
+}
+
+/**
+ * CPU ticks used so far by a process tree: utime+stime of every live process plus
+ * cutime+cstime (ended children they reaped, such as closed PostgreSQL backends), so each
+ * process, live or ended, counts exactly once.
+ */
+export function treeCpuTicks(rootPid) {
+  let ticks = 0;
+  for (const pid of processTree(rootPid)) {
+    const st = readStat(pid);
+    if (st) ticks += st.utime + st.stime + st.cutime + st.cstime;
+  }
+  return ticks;
+}
+
+/** CPU ticks of one process (its threads), user and system; optionally plus its reaped children. */
+export function ownCpuTicks(pid, { withReapedChildren = false } = {}) {
+  const st = readStat(pid);
+  if (!st) return { user: 0, sys: 0 };
+  return withReapedChildren ? { user: st.utime + st.cutime, sys: st.stime + st.cstime } : { user: st.utime, sys: st.stime };
+}
+
+/** Peak resident set (VmHWM) of one process in bytes. */
+export function peakRssBytes(pid) {
+  const m = /^VmHWM:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) * 1024 : NaN;
+}
+
+/** Resets VmHWM to the current RSS (Linux clear_refs 5) so the next reading is per config. */
+export function resetPeakRss(pid) {
+  try {
+    writeFileSync(`/proc/${pid}/clear_refs`, '5');
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+// ---- targets ---------------------------------------------------------------------------------
+
+function tailOf(file, lines = 20) {
+  try {
+    return readFileSync(file, 'utf8').split('\n').slice(-lines).join('\n');
+  } catch {
+    return '';
+  }
+}
+
+function stopChild(child, timeoutMs) {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+    }, timeoutMs);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    child.kill('SIGTERM');
+  });
+}
+
+/** Postfix's smtp-sink on 127.0.0.1: answers every command and throws the mail away. */
+export async function startSmtpSink() {
+  const port = await freePort();
+  // -u: required as root; -m: session limit above our largest session count
+  const args = [...(isRoot ? ['-u', 'nobody'] : []), '-m', '1000', `127.0.0.1:${port}`, '1024'];
+  const child = spawn(SMTP_SINK, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  await waitForPort(port, 10_000, () => {
+    if (child.exitCode !== null) throw new Error(`smtp-sink exited: ${stderr.trim()}`);
+  });
+  return { name: 'smtp-sink', port, pid: child.pid, stop: () => stopChild(child, 5000) };
+}
+
+/**
+ * Our server (dist/src/main.js, ROLES=api,smtp) on a fresh DATA_DIR and embedded PostgreSQL,
+ * with one tenant, domain bench.test and mailbox sink@bench.test (plus sink2@… with `mailboxes`).
+ * `serverEnv` adds or overrides variables (experiments: DATABASE_POOL_SIZE, UV_THREADPOOL_SIZE).
+ * The server runs with the temp dir as its working directory so no `.env` of the checkout is read.
+ */
+export async function startOurServer({ root, inboundAuth, cpuProfDir, traceFile, experiments = [], serverEnv = {}, mailboxes = 1, log }) {
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'bench-ingest-'));
+  chmodSync(dataDir, 0o755); // as root, PostgreSQL runs as `postgres` and must traverse it
+  const [smtpPort, apiPort, pgPort, deadDnsPort] = await uniquePorts(4);
+  const env = {
+    PATH: process.env.PATH,
+    HOME: process.env.HOME,
+    DATA_DIR: dataDir,
+    EMBEDDED_PG_PORT: String(pgPort),
+    SMTP_PORT: String(smtpPort),
+    API_PORT: String(apiPort),
+    ROLES: 'api,smtp',
+    LOG_LEVEL: 'warn',
+    MAIL_HOSTNAME: 'bench.local',
+    INBOUND_AUTH_ENABLED: inboundAuth ? 'true' : 'false',
+    // with verification on, DNS goes to a port nobody listens on: lookups fail fast, locally
+    ...(inboundAuth ? { DNS_SERVERS: `127.0.0.1:${deadDnsPort}`, DNS_TIMEOUT_MS: '1000' } : {}),
+    SMTP_MAX_CONNECTIONS_PER_IP: '1000',
+    MAX_RECIPIENTS: '100',
+    ...(traceFile ? { BENCH_TRACE_FILE: traceFile } : {}),
+    ...(experiments.length ? { BENCH_EXPERIMENTS: experiments.join(',') } : {}),
+    ...serverEnv,
+  };
+  const logFile = path.join(dataDir, 'server.log');
+  const out = openSync(logFile, 'a');
+  const nodeArgs = [
+    ...(cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] : []),
+    ...(traceFile ? ['--import', pathToFileURL(path.join(root, 'bench/ingest-trace.mjs')).href] : []),
+    ...(experiments.length ? ['--import', pathToFileURL(path.join(root, 'bench/ingest-experiments.mjs')).href] : []),
+  ];
+  const child = spawn(process.execPath, [...nodeArgs, path.join(root, 'dist/src/main.js')], { cwd: dataDir, env, stdio: ['ignore', out, out] });
+  const cleanup = () => rmSync(dataDir, { recursive: true, force: true });
+  try {
+    await waitForPort(smtpPort, 120_000, () => {
+      if (child.exitCode !== null) throw new Error(`our server exited with ${child.exitCode}:\n${tailOf(logFile)}`);
+    });
+    const admin = (...args) =>
+      execFileSync(process.execPath, [path.join(root, 'dist/src/cli/admin.js'), ...args], {
+        cwd: dataDir,
+        env,
+        encoding: 'utf8',
+        timeout: 60_000,
+      });
+    admin('create-tenant', '--name', 'Bench');
+    admin('add-domain', '--tenant', 'Bench', '--domain', 'bench.test');
+    for (const email of benchMailboxes(mailboxes)) admin('create-user', '--email', email, '--password', 'benchpass123', '--quota-mb', '100000');
+    log(`our server: pid ${child.pid}, SMTP 127.0.0.1:${smtpPort}, embedded PostgreSQL :${pgPort}, DATA_DIR ${dataDir}`);
+  } catch (err) {
+    await stopChild(child, 30_000);
+    cleanup();
+    throw err;
+  }
+  const password = readFileSync(path.join(dataDir, 'secrets', 'pg-password'), 'utf8').trim();
+  return {
+    name: 'ours',
+    port: smtpPort,
+    pid: child.pid,
+    dataDir,
+    databaseUrl: `postgres://mailserver:${encodeURIComponent(password)}@127.0.0.1:${pgPort}/mailserver`,
+    logTail: () => tailOf(logFile),
+    async stop({ keep = false } = {}) {
+      await stopChild(child, 60_000);
+      if (!keep) cleanup();
+    },
+  };
+}
+
+/** sink@bench.test, then sink2@…, sink3@… when more than one mailbox is asked for. */
+export function benchMailboxes(n) {
+  return Array.from({ length: n }, (_, i) => (i === 0 ? 'sink@bench.test' : `sink${i + 1}@bench.test`));
+}
+
+async function uniquePorts(n) {
+  const ports = new Set();
+  while (ports.size < n) ports.add(await freePort());
+  return [...ports];
+}
+
+// ---- smtp-source -----------------------------------------------------------------------------
+
+/**
+ * One smtp-source run: `count` messages of `size` payload bytes over `sessions` parallel
+ * sessions; a new connection per message, or one per session with `reuse` (-d). smtp-source
+ * exits non-zero on the first unexpected reply (no -A), so exit 0 means every DATA got 250.
+ */
+export function runSmtpSource({ port, sessions, count, size, reuse, from, to, timeoutMs = 300_000 }) {
+  const args = ['-s', String(sessions), '-m', String(count), '-l', String(size), '-f', from, '-t', to, '-M', 'client.bench.test'];
+  if (reuse) args.push('-d');
+  args.push(`127.0.0.1:${port}`);
+  return new Promise((resolve, reject) => {
+    const started = performance.now();
+    const child = spawn(SMTP_SOURCE, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.once('error', reject);
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      const elapsedMs = performance.now() - started;
+      if (code !== 0) {
+        reject(new Error(`smtp-source ${args.join(' ')} failed (${signal ?? `exit ${code}`}): ${stderr.trim().slice(0, 500)}`));
+      } else {
+        resolve({ elapsedMs, ok: count });
+      }
+    });
+  });
+}
