@@ -17,6 +17,7 @@ import { checkDurability, createDb, migrate, type Db } from './db/database.js';
 import { startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded-postgres.js';
 import { AccountsService } from './services/accounts.service.js';
 import { BlobCollector } from './services/blob-gc.service.js';
+import { QuotaFolder } from './services/quota.service.js';
 import { createDnsResolver } from './services/dns-resolver.js';
 import { InboundAuthService } from './services/inbound-auth.service.js';
 import { IngestService } from './services/ingest.service.js';
@@ -34,6 +35,7 @@ export interface Services {
   ingest: IngestService;
   recipients: RecipientService;
   collector: BlobCollector;
+  quota: QuotaFolder;
 }
 
 export interface RunningServer {
@@ -76,6 +78,7 @@ export async function openServices(
       ingest: new IngestService(db, blobs, auth, config.MAIL_HOSTNAME, logger),
       recipients: new RecipientService(db),
       collector: new BlobCollector(db, blobs, config.BLOB_GC_GRACE_MS, logger),
+      quota: new QuotaFolder(db, logger),
     };
     return {
       services,
@@ -136,6 +139,8 @@ export async function createServer(config: Config, logger: Logger): Promise<Runn
     if (config.ROLES.includes('worker')) {
       services.collector.start(config.BLOB_GC_INTERVAL_MS);
       stops.push(() => services.collector.stop());
+      services.quota.start();
+      stops.push(() => services.quota.stop());
     }
   } catch (err) {
     await stopAll(stops, logger);

@@ -25,7 +25,10 @@ export class LocalBlobStore implements BlobStore {
   }
 
   async stage(source: Readable | Buffer): Promise<StagedBlob> {
-    const tmpKey = `${STAGING_PREFIX}${randomUUID()}`;
+    // staging is spread over 256 directories: concurrent creates in one directory contend on
+    // its lock (measured). Not cached, so it recovers if tmp/ is removed under a running server.
+    const id = randomUUID();
+    const tmpKey = `${STAGING_PREFIX}${id.slice(0, 2)}/${id}`;
     const tmpPath = this.pathOf(tmpKey);
     const hash = createHash('sha256');
     let size = 0;
@@ -38,6 +41,7 @@ export class LocalBlobStore implements BlobStore {
     });
     const input = Buffer.isBuffer(source) ? Readable.from([source]) : source;
     try {
+      await fs.mkdir(path.dirname(tmpPath), { recursive: true });
       // flush: the file is fsync'd before the stream reports close
       await pipeline(input, meter, createWriteStream(tmpPath, { flags: 'wx', flush: true }));
     } catch (err) {

@@ -7,7 +7,7 @@
 export const MAX_STORED_BODY_BYTES = 2 * 1024 * 1024;
 
 /** Text fed to the full-text index per message (PostgreSQL tsvector is capped at 1 MB). */
-export const MAX_INDEXED_TEXT_CHARS = 200_000;
+export const MAX_INDEXED_TEXT_CHARS = 64 * 1024;
 
 /** Snippet shown in message lists. */
 export const SNIPPET_CHARS = 200;
@@ -29,6 +29,10 @@ export const DNS_CACHE_MAX_ENTRIES = 10_000;
 
 /** Keys checked per database query when the blob collector looks for unreferenced blobs. */
 export const BLOB_GC_BATCH = 500;
+
+/** How often the worker folds the quota ledger into mailbox rows, and how many charges per statement. */
+export const QUOTA_FOLD_INTERVAL_MS = 5_000;
+export const QUOTA_FOLD_BATCH = 5_000;
 
 /** Default folders of every new mailbox, with their special-use role (RFC 6154). */
 export const DEFAULT_FOLDERS = [

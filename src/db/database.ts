@@ -8,6 +8,7 @@ import { Migrator, type Migration, type MigrationProvider } from 'kysely/migrati
 import pg from 'pg';
 import type { Logger } from '../core/logger.js';
 import * as m0001 from './migrations/0001-initial.js';
+import * as m0002 from './migrations/0002-quota-ledger.js';
 import type { Database } from './types.js';
 
 export type Db = Kysely<Database>;
@@ -18,6 +19,7 @@ pg.types.setTypeParser(pg.types.builtins.INT8, (v: string) => Number(v));
 
 const MIGRATIONS: Record<string, Migration> = {
   '0001-initial': m0001,
+  '0002-quota-ledger': m0002,
 };
 
 class StaticMigrationProvider implements MigrationProvider {

@@ -1,5 +1,7 @@
 /**
- * Queries on `mailboxes` and `folders`.
+ * Queries on `mailboxes`, `folders` and `quota_charges`. A mailbox's usage is its folded
+ * `used_bytes`/`message_count` plus the charges not folded yet (see migration 0002); every
+ * reader goes through usageOf()/withUsage() so the figure is exact at any moment.
  */
 import { sql, type Kysely, type Transaction } from 'kysely';
 import { DEFAULT_FOLDERS } from '../core/limits.js';
@@ -16,14 +18,41 @@ export interface MailboxForDelivery {
   user_status: 'active' | 'suspended' | null;
 }
 
-/** The mailbox for an exact (normalised) address, with its owner's status. */
-export async function findForDelivery(db: Executor, address: string): Promise<MailboxForDelivery | undefined> {
+/** Bytes charged to the mailbox and not folded into it yet (sum() is numeric: cast back to bigint). */
+const pendingBytes = sql<number>`coalesce((SELECT sum(q.bytes) FROM quota_charges q WHERE q.mailbox_id = mailboxes.id), 0)::bigint`;
+const pendingMessages = sql<number>`coalesce((SELECT sum(q.messages) FROM quota_charges q WHERE q.mailbox_id = mailboxes.id), 0)::bigint`;
+
+/**
+ * The mailboxes for any of `addresses` (exact, normalised), with their owner's status and
+ * current usage, in one query: the RCPT path runs this for every recipient.
+ */
+export async function findForDelivery(db: Executor, addresses: string[]): Promise<MailboxForDelivery[]> {
+  if (addresses.length === 0) return [];
   return db
     .selectFrom('mailboxes')
     .leftJoin('users', 'users.id', 'mailboxes.user_id')
-    .select(['mailboxes.id', 'mailboxes.tenant_id', 'mailboxes.address', 'mailboxes.quota_bytes', 'mailboxes.used_bytes', 'users.status as user_status'])
-    .where('mailboxes.address', '=', address)
-    .executeTakeFirst();
+    .select([
+      'mailboxes.id',
+      'mailboxes.tenant_id',
+      'mailboxes.address',
+      'mailboxes.quota_bytes',
+      sql<number>`mailboxes.used_bytes + ${pendingBytes}`.as('used_bytes'),
+      'users.status as user_status',
+    ])
+    .where('mailboxes.address', 'in', addresses)
+    .execute();
+}
+
+/** Current usage of a mailbox: folded figures plus unfolded charges. */
+export async function usageOf(db: Executor, mailboxId: string): Promise<{ used_bytes: number; message_count: number }> {
+  return db
+    .selectFrom('mailboxes')
+    .select([
+      sql<number>`mailboxes.used_bytes + ${pendingBytes}`.as('used_bytes'),
+      sql<number>`mailboxes.message_count + ${pendingMessages}`.as('message_count'),
+    ])
+    .where('id', '=', mailboxId)
+    .executeTakeFirstOrThrow();
 }
 
 export async function findByAddress(db: Executor, address: string): Promise<Mailbox | undefined> {
@@ -57,14 +86,37 @@ export async function folderBySpecialUse(db: Executor, mailboxId: string, specia
   return db.selectFrom('folders').selectAll().where('mailbox_id', '=', mailboxId).where('special_use', '=', specialUse).executeTakeFirst();
 }
 
-/** Charges a stored message to the mailbox (size and count). */
-export async function charge(trx: Transaction<Database>, mailboxId: string, bytes: number, messages: number): Promise<void> {
+/**
+ * Charges stored (or, negative, removed) messages to mailboxes: one INSERT, no lock on the
+ * mailbox row, so concurrent deliveries to one mailbox do not queue behind each other.
+ */
+export async function charge(trx: Transaction<Database>, charges: { mailboxId: string; bytes: number; messages: number }[]): Promise<void> {
+  if (charges.length === 0) return;
   await trx
-    .updateTable('mailboxes')
-    .set({
-      used_bytes: sql`greatest(used_bytes + ${bytes}, 0)`,
-      message_count: sql`greatest(message_count + ${messages}, 0)`,
-    })
-    .where('id', '=', mailboxId)
+    .insertInto('quota_charges')
+    .values(charges.map((c) => ({ mailbox_id: c.mailboxId, bytes: c.bytes, messages: c.messages })))
     .execute();
+}
+
+/**
+ * Moves up to `limit` of the oldest charges into their mailboxes' folded figures, in one
+ * statement (so a charge is counted exactly once at every moment). Returns how many it folded.
+ */
+export async function foldCharges(db: Executor, limit: number): Promise<number> {
+  const result = await sql<{ n: number }>`
+    WITH moved AS (
+      DELETE FROM quota_charges
+      WHERE id IN (SELECT id FROM quota_charges ORDER BY id LIMIT ${limit} FOR UPDATE SKIP LOCKED)
+      RETURNING mailbox_id, bytes, messages
+    ), totals AS (
+      SELECT mailbox_id, sum(bytes)::bigint AS bytes, sum(messages)::int AS messages, count(*)::int AS n FROM moved GROUP BY mailbox_id
+    ), folded AS (
+      UPDATE mailboxes m
+      SET used_bytes = greatest(m.used_bytes + t.bytes, 0), message_count = greatest(m.message_count + t.messages, 0)
+      FROM totals t WHERE m.id = t.mailbox_id
+      RETURNING t.n
+    )
+    SELECT coalesce(sum(n), 0)::int AS n FROM folded
+  `.execute(db);
+  return result.rows[0]?.n ?? 0;
 }

@@ -134,6 +134,14 @@ export interface AttachmentsTable {
   blob_key: string;
 }
 
+export interface QuotaChargesTable {
+  id: Generated<number>;
+  mailbox_id: string;
+  bytes: number;
+  messages: number;
+  created_at: Generated<Date>;
+}
+
 export interface Database {
   tenants: TenantsTable;
   users: UsersTable;
@@ -143,6 +151,7 @@ export interface Database {
   blobs: BlobsTable;
   messages: MessagesTable;
   attachments: AttachmentsTable;
+  quota_charges: QuotaChargesTable;
 }
 
 export type Tenant = Selectable<TenantsTable>;

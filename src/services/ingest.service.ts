@@ -203,6 +203,7 @@ export class IngestService {
         .where('special_use', 'is not', null)
         .execute();
       const ids: string[] = [];
+      const charges: { mailboxId: string; bytes: number; messages: number }[] = [];
       for (const r of recipients) {
         const folder = folders.find((f) => f.mailbox_id === r.mailboxId && f.special_use === (r.folder ?? 'inbox'));
         if (!folder) throw new AppError('mailbox_not_found', `mailbox ${r.address} has no ${r.folder ?? 'inbox'} folder`);
@@ -246,8 +247,9 @@ export class IngestService {
             attachmentRows,
           ),
         );
-        await charge(trx, r.mailboxId, size, 1);
+        charges.push({ mailboxId: r.mailboxId, bytes: size, messages: 1 });
       }
+      await charge(trx, charges);
       return ids;
     });
     return { messageIds, size: raw.size, sha256: raw.sha256, rawKey, auth: auth?.summary ?? null };

@@ -51,24 +51,23 @@ export class RecipientService {
     if (!split) {
       throw new AppError('relay_denied', `relay access denied: <${printable(raw)}> is not a plain address of a domain we host`);
     }
-    const hosted = await this.db.selectFrom('domains').select('id').where('name', '=', split.domain).limit(1).executeTakeFirst();
-    if (!hosted) throw new AppError('relay_denied', `relay access denied: we do not accept mail for ${split.domain}`);
-
+    // one query in the common case: the exact address, or its base without a +detail
     const plus = split.local.indexOf('+');
     const candidates = [`${split.local}@${split.domain}`];
     if (plus > 0) candidates.push(`${split.local.slice(0, plus)}@${split.domain}`);
-    for (const address of candidates) {
-      const mailbox = await findForDelivery(this.db, address);
-      if (mailbox) {
-        return {
-          tenantId: mailbox.tenant_id,
-          mailboxId: mailbox.id,
-          address: mailbox.address,
-          quotaBytes: mailbox.quota_bytes,
-          usedBytes: mailbox.used_bytes,
-        };
-      }
+    const found = await findForDelivery(this.db, candidates);
+    const mailbox = found.find((m) => m.address === candidates[0]) ?? found[0];
+    if (mailbox) {
+      return {
+        tenantId: mailbox.tenant_id,
+        mailboxId: mailbox.id,
+        address: mailbox.address,
+        quotaBytes: mailbox.quota_bytes,
+        usedBytes: mailbox.used_bytes,
+      };
     }
+    const hosted = await this.db.selectFrom('domains').select('id').where('name', '=', split.domain).limit(1).executeTakeFirst();
+    if (!hosted) throw new AppError('relay_denied', `relay access denied: we do not accept mail for ${split.domain}`);
     throw new AppError('mailbox_not_found', `no mailbox here by the name <${candidates[0]}>`);
   }
 

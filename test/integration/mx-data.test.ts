@@ -8,6 +8,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { sql } from 'kysely';
+import { usageOf } from '../../src/db/mailboxes.repository.js';
 import { countRows, messagesFor, seedMailbox, startTestServer, type TestServer } from '../helpers/harness.js';
 import { RawSmtp, simpleMessage } from '../helpers/smtp-client.js';
 
@@ -170,7 +171,8 @@ describe('MX DATA: failures are temporary and leave nothing visible', () => {
         c.close();
       }
       assert.equal(await countRows(t.services, 'messages'), before);
-      const charged = await t.services.db.selectFrom('mailboxes').select('used_bytes').where('address', '=', 'alice@acme.test').executeTakeFirstOrThrow();
+      const mailbox = await t.services.db.selectFrom('mailboxes').select('id').where('address', '=', 'alice@acme.test').executeTakeFirstOrThrow();
+      const charged = await usageOf(t.services.db, mailbox.id);
       const sum = await t.services.db
         .selectFrom('messages')
         .innerJoin('mailboxes', 'mailboxes.id', 'messages.mailbox_id')

@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { usageOf } from '../../src/db/mailboxes.repository.js';
 import { countRows, messagesFor, seedMailbox, startTestServer, type TestServer } from '../helpers/harness.js';
 import { RawSmtp, sendWithNodemailer, simpleMessage } from '../helpers/smtp-client.js';
 
@@ -152,6 +153,36 @@ describe('MX recipients', () => {
       c.close();
     }
     assert.equal((await messagesFor(t.services, 'alice@acme.test')).filter((m) => m.subject === 'one copy').length, 1);
+  });
+
+  it('when deliveries fill a mailbox, then the next RCPT gets 452 4.2.2 before the ledger is folded, and folding keeps the usage', async () => {
+    const { mailbox } = await seedMailbox(t.services, 'filling@acme.test', { quotaMb: 1 });
+    const body = 'x'.repeat(76).concat('\r\n').repeat(4500); // ~350 KB
+    let accepted = 0;
+    for (let i = 0; i < 5; i++) {
+      const c = await RawSmtp.connect(t.smtpPort);
+      try {
+        await c.hello();
+        await c.command('MAIL FROM:<s@example.org>');
+        const r = await c.command('RCPT TO:<filling@acme.test>');
+        if (r.code !== 250) {
+          assert.match(r.text, /^452 4\.2\.2 /);
+          break;
+        }
+        assert.match((await c.data(simpleMessage({ subject: `fill ${i}`, body }))).text, /^250 /);
+        accepted++;
+      } finally {
+        c.close();
+      }
+    }
+    assert.equal(accepted, 3, 'three ~350 KB messages fill 1 MB; the fourth RCPT is refused');
+    const before = await usageOf(t.services.db, mailbox.id);
+    assert.equal(before.message_count, 3);
+    assert.ok(before.used_bytes >= 1024 * 1024);
+    assert.ok((await t.services.quota.fold()) >= 3);
+    assert.deepEqual(await usageOf(t.services.db, mailbox.id), before);
+    const row = await t.services.db.selectFrom('mailboxes').select(['used_bytes', 'message_count']).where('id', '=', mailbox.id).executeTakeFirstOrThrow();
+    assert.deepEqual({ used_bytes: row.used_bytes, message_count: row.message_count }, before, 'folded into the mailbox row');
   });
 
   it('when the sender is the null sender (a bounce), then the message is accepted', async () => {
