@@ -213,7 +213,8 @@ export async function startSmtpSink() {
 }
 
 /**
- * Our server (dist/src/main.js, ROLES=api,smtp) on a fresh DATA_DIR and embedded PostgreSQL,
+ * Our server (dist/src/main.js, every role: api,smtp,worker, as `npm start` runs it) on a fresh
+ * DATA_DIR and embedded PostgreSQL,
  * with one tenant, domain bench.test and mailbox sink@bench.test (plus sink2@… with `mailboxes`).
  * `serverEnv` adds or overrides variables (experiments: DATABASE_POOL_SIZE, UV_THREADPOOL_SIZE).
  * The server runs with the temp dir as its working directory so no `.env` of the checkout is read.
@@ -229,7 +230,9 @@ export async function startOurServer({ root, inboundAuth, cpuProfDir, traceFile,
     EMBEDDED_PG_PORT: String(pgPort),
     SMTP_PORT: String(smtpPort),
     API_PORT: String(apiPort),
-    ROLES: 'api,smtp',
+    // the worker folds the quota ledger: without it every RCPT sums an ever longer ledger, which
+    // no deployment does (its blob collection runs hourly, so never during a run)
+    ROLES: 'api,smtp,worker',
     LOG_LEVEL: 'warn',
     MAIL_HOSTNAME: 'bench.local',
     INBOUND_AUTH_ENABLED: inboundAuth ? 'true' : 'false',
@@ -274,6 +277,7 @@ export async function startOurServer({ root, inboundAuth, cpuProfDir, traceFile,
   return {
     name: 'ours',
     port: smtpPort,
+    apiPort,
     pid: child.pid,
     dataDir,
     databaseUrl: `postgres://mailserver:${encodeURIComponent(password)}@127.0.0.1:${pgPort}/mailserver`,

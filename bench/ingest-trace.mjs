@@ -132,8 +132,10 @@ timeAsync(pg.Pool.prototype, 'connect', 'pg.pool.wait');
 }
 
 function statementName(sql) {
-  const s = sql.trim().toLowerCase();
+  // a leading comment (src/db/prepared-statements.ts marks statements with one) is not the name
+  const s = sql.replace(/^\s*\/\*[\s\S]*?\*\/\s*/, '').trim().toLowerCase();
   let m;
+  if ((m = /^with (\w+)/.exec(s))) return `with ${m[1]}`;
   if ((m = /^(begin|commit|rollback)/.exec(s))) return m[1];
   if ((m = /^insert into "?(\w+)"?/.exec(s))) return `insert ${m[1]}`;
   if ((m = /^update "?(\w+)"?/.exec(s))) return `update ${m[1]}`;

@@ -9,6 +9,10 @@
  * the collector deletes a file only while holding the same lock, so a publish and a delete of
  * one key never interleave. A crash leaves at worst a staged or published object without a row:
  * an orphan that the collector removes after a grace period.
+ *
+ * Blobs up to BLOB_INLINE_MAX_BYTES never reach a store: their bytes are kept in their `blobs`
+ * row (see spill-buffer.ts). Reading by key therefore goes through services/BlobReader, never
+ * straight to read() here.
  */
 import type { Readable } from 'node:stream';
 

@@ -52,6 +52,10 @@ export const configSchema = z
       .default('mail'),
     BLOB_GC_GRACE_MS: z.coerce.number().int().min(0).default(60 * 60 * 1000),
     BLOB_GC_INTERVAL_MS: z.coerce.number().int().min(1000).default(60 * 60 * 1000),
+    // blobs up to this size are kept in their PostgreSQL row (durable with the same commit);
+    // larger ones go to the blob store. 0 = everything in the blob store. Held in memory while a
+    // message is received, so capped at 16 MiB.
+    BLOB_INLINE_MAX_BYTES: z.coerce.number().int().min(0).max(16 * 1024 * 1024).default(64 * 1024),
 
     MAX_MESSAGE_SIZE: positiveInt.default(25 * 1024 * 1024),
     MAX_RECIPIENTS: positiveInt.default(100),
@@ -69,6 +73,16 @@ export const configSchema = z
 
     TLS_CERT_FILE: z.string().min(1).optional(),
     TLS_KEY_FILE: z.string().min(1).optional(),
+
+    CORS_ORIGINS: csv.pipe(z.array(z.url({ message: 'must be a list of origins such as https://mail.example.com' }))).default([]),
+    SIGNUP_ENABLED: bool.default(true),
+    API_BODY_LIMIT_BYTES: positiveInt.default(1024 * 1024),
+    TRUST_PROXY: z.string().min(1).default('loopback'),
+    LOGIN_MAX_FAILURES: positiveInt.default(5),
+    LOGIN_MAX_FAILURES_PER_IP: positiveInt.default(5),
+    LOGIN_LOCKOUT_MS: positiveInt.default(15 * 60_000),
+    API_RATE_LIMIT_PER_MINUTE: positiveInt.default(600),
+    SIGNUP_RATE_LIMIT_PER_HOUR: positiveInt.default(20),
 
     JWT_SECRET: z.string().min(32, 'must be at least 32 characters').optional(),
     SECRETS_KEY: z

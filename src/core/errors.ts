@@ -27,10 +27,17 @@ export const ERROR_CODES = [
   'storage_unavailable',
   'database_unavailable',
   'dns_unavailable',
-  // management
+  // management (API)
   'not_found',
   'conflict',
   'validation_failed',
+  'bad_request',
+  'payload_too_large',
+  'unauthorized',
+  'forbidden',
+  'account_suspended',
+  'signup_disabled',
+  'rate_limited',
   'internal',
 ] as const;
 
@@ -41,13 +48,20 @@ export class AppError extends Error {
   readonly code: ErrorCode;
   readonly kind: ErrorKind;
   readonly details?: unknown;
+  /** Seconds the client should wait (rate limits, lockouts): becomes Retry-After. */
+  readonly retryAfterSeconds?: number;
 
-  constructor(code: ErrorCode, message: string, options: { kind?: ErrorKind; cause?: unknown; details?: unknown } = {}) {
+  constructor(
+    code: ErrorCode,
+    message: string,
+    options: { kind?: ErrorKind; cause?: unknown; details?: unknown; retryAfterSeconds?: number } = {},
+  ) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'AppError';
     this.code = code;
     this.kind = options.kind ?? defaultKind(code);
     this.details = options.details;
+    this.retryAfterSeconds = options.retryAfterSeconds;
   }
 }
 
@@ -61,6 +75,7 @@ function defaultKind(code: ErrorCode): ErrorKind {
     case 'storage_unavailable':
     case 'database_unavailable':
     case 'dns_unavailable':
+    case 'rate_limited':
       return 'temporary';
     case 'internal':
       return 'bug';
@@ -75,6 +90,12 @@ function defaultKind(code: ErrorCode): ErrorKind {
     case 'not_found':
     case 'conflict':
     case 'validation_failed':
+    case 'bad_request':
+    case 'payload_too_large':
+    case 'unauthorized':
+    case 'forbidden':
+    case 'account_suspended':
+    case 'signup_disabled':
       return 'permanent';
   }
 }

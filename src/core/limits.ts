@@ -30,8 +30,12 @@ export const DNS_CACHE_MAX_ENTRIES = 10_000;
 /** Keys checked per database query when the blob collector looks for unreferenced blobs. */
 export const BLOB_GC_BATCH = 500;
 
-/** How often the worker folds the quota ledger into mailbox rows, and how many charges per statement. */
-export const QUOTA_FOLD_INTERVAL_MS = 5_000;
+/**
+ * How often the worker folds the quota ledger into mailbox rows, and how many charges per
+ * statement. Every RCPT sums its mailbox's unfolded charges, so the ledger is kept short: at
+ * 900 messages/s a 5 s interval gave about 10% less throughput than 1 s (measured).
+ */
+export const QUOTA_FOLD_INTERVAL_MS = 1_000;
 export const QUOTA_FOLD_BATCH = 5_000;
 
 /** Default folders of every new mailbox, with their special-use role (RFC 6154). */
@@ -42,3 +46,19 @@ export const DEFAULT_FOLDERS = [
   { name: 'Trash', specialUse: 'trash' },
   { name: 'Junk', specialUse: 'junk' },
 ] as const;
+
+/** How often an idle worker asks pg-boss for domain DNS checks (seconds; pg-boss's minimum is 0.5). */
+export const DOMAIN_VERIFY_POLL_S = 1;
+/** Domain DNS checks run at once per worker process (each is five lookups). */
+export const DOMAIN_VERIFY_CONCURRENCY = 4;
+/** Every domain is re-checked daily at this time (cron, UTC), so a removed record is noticed. */
+export const DOMAIN_RECHECK_CRON = '17 3 * * *';
+/** Domains queued per batch by the daily re-check. */
+export const DOMAIN_RECHECK_BATCH = 500;
+/** A DNS check that could not finish (DNS outage) is retried this many times, backing off from the delay. */
+export const DOMAIN_VERIFY_RETRY_LIMIT = 5;
+export const DOMAIN_VERIFY_RETRY_DELAY_S = 30;
+/** Connections of pg-boss's own pool (job polling, sends), beside DATABASE_POOL_SIZE. */
+export const JOBS_POOL_SIZE = 5;
+/** How long shutdown waits for running jobs before failing them back to the queue. */
+export const JOBS_STOP_TIMEOUT_MS = 10_000;

@@ -22,10 +22,12 @@ export const LOG_EVENTS = [
   'smtp.data.rejected',
   'smtp.message.accepted',
   'smtp.callback.failed',
-  'ingest.stored',
   'blob.gc.deleted',
   'blob.gc.failed',
   'tls.selfsigned.created',
+  'domain.verification.changed',
+  'domain.verification.inconclusive',
+  'jobs.error',
 ] as const;
 
 export type LogEvent = (typeof LOG_EVENTS)[number];

@@ -7,8 +7,11 @@ import { Kysely, PostgresDialect, sql } from 'kysely';
 import { Migrator, type Migration, type MigrationProvider } from 'kysely/migration';
 import pg from 'pg';
 import type { Logger } from '../core/logger.js';
+import { usePreparedStatements } from './prepared-statements.js';
 import * as m0001 from './migrations/0001-initial.js';
 import * as m0002 from './migrations/0002-quota-ledger.js';
+import * as m0003 from './migrations/0003-inline-blobs.js';
+import * as m0004 from './migrations/0004-millisecond-timestamps.js';
 import type { Database } from './types.js';
 
 export type Db = Kysely<Database>;
@@ -20,6 +23,8 @@ pg.types.setTypeParser(pg.types.builtins.INT8, (v: string) => Number(v));
 const MIGRATIONS: Record<string, Migration> = {
   '0001-initial': m0001,
   '0002-quota-ledger': m0002,
+  '0003-inline-blobs': m0003,
+  '0004-millisecond-timestamps': m0004,
 };
 
 class StaticMigrationProvider implements MigrationProvider {
@@ -38,6 +43,7 @@ export function createDb(options: OpenDatabaseOptions): { db: Db; pool: pg.Pool 
   const pool = new pg.Pool({ connectionString: options.url, max: options.poolSize });
   // an idle client losing its connection must not crash the process; the next query reconnects
   pool.on('error', (err) => options.logger.warn({ err: err.message }, 'idle database connection lost'));
+  usePreparedStatements(pool);
   return { db: new Kysely<Database>({ dialect: new PostgresDialect({ pool }) }), pool };
 }
 

@@ -5,6 +5,7 @@
  */
 import { sql, type Kysely, type Transaction } from 'kysely';
 import { DEFAULT_FOLDERS } from '../core/limits.js';
+import { PREPARED } from './prepared-statements.js';
 import type { Database, Folder, Mailbox, SpecialUse } from './types.js';
 
 type Executor = Kysely<Database> | Transaction<Database>;
@@ -24,23 +25,20 @@ const pendingMessages = sql<number>`coalesce((SELECT sum(q.messages) FROM quota_
 
 /**
  * The mailboxes for any of `addresses` (exact, normalised), with their owner's status and
- * current usage, in one query: the RCPT path runs this for every recipient.
+ * current usage, in one query: the RCPT path runs this for every recipient, so it is a prepared
+ * statement (one shape whatever the number of addresses; see prepared-statements.ts).
  */
-export async function findForDelivery(db: Executor, addresses: string[]): Promise<MailboxForDelivery[]> {
-  if (addresses.length === 0) return [];
-  return db
-    .selectFrom('mailboxes')
-    .leftJoin('users', 'users.id', 'mailboxes.user_id')
-    .select([
-      'mailboxes.id',
-      'mailboxes.tenant_id',
-      'mailboxes.address',
-      'mailboxes.quota_bytes',
-      sql<number>`mailboxes.used_bytes + ${pendingBytes}`.as('used_bytes'),
-      'users.status as user_status',
-    ])
-    .where('mailboxes.address', 'in', addresses)
-    .execute();
+export async function findForDelivery(db: Executor, addresses: [string] | [string, string]): Promise<MailboxForDelivery[]> {
+  // always two scalar parameters (the first repeated when there is one): one shape, and one
+  // the planner costs exactly, so the prepared statement keeps its generic plan
+  const result = await sql<MailboxForDelivery>`${sql.raw(PREPARED)}
+    SELECT m.id, m.tenant_id, m.address, m.quota_bytes,
+      m.used_bytes + coalesce((SELECT sum(q.bytes) FROM quota_charges q WHERE q.mailbox_id = m.id), 0)::bigint AS used_bytes,
+      u.status AS user_status
+    FROM mailboxes m LEFT JOIN users u ON u.id = m.user_id
+    WHERE m.address IN (${addresses[0]}::text, ${addresses[1] ?? addresses[0]}::text)
+  `.execute(db);
+  return result.rows;
 }
 
 /** Current usage of a mailbox: folded figures plus unfolded charges. */
@@ -53,6 +51,27 @@ export async function usageOf(db: Executor, mailboxId: string): Promise<{ used_b
     ])
     .where('id', '=', mailboxId)
     .executeTakeFirstOrThrow();
+}
+
+export interface MailboxWithUsage {
+  id: string;
+  user_id: string | null;
+  address: string;
+  quota_bytes: number;
+  used_bytes: number;
+}
+
+/** The mailboxes of a tenant's users, oldest first, with current usage (for user listings). */
+export async function findByUsers(db: Executor, tenantId: string, userIds: string[]): Promise<MailboxWithUsage[]> {
+  if (userIds.length === 0) return [];
+  return db
+    .selectFrom('mailboxes')
+    .select(['id', 'user_id', 'address', 'quota_bytes', sql<number>`mailboxes.used_bytes + ${pendingBytes}`.as('used_bytes')])
+    .where('tenant_id', '=', tenantId)
+    .where('user_id', 'in', userIds)
+    .orderBy('created_at')
+    .orderBy('id')
+    .execute();
 }
 
 export async function findByAddress(db: Executor, address: string): Promise<Mailbox | undefined> {

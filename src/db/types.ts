@@ -81,6 +81,8 @@ export interface BlobsTable {
   sha256: string;
   size: Int8;
   refcount: number;
+  /** The bytes, when kept in the row (up to BLOB_INLINE_MAX_BYTES); null = in the blob store. */
+  data: ColumnType<Buffer | null, Buffer | null | undefined, Buffer | null>;
   created_at: Generated<Date>;
 }
 
@@ -142,6 +144,31 @@ export interface QuotaChargesTable {
   created_at: Generated<Date>;
 }
 
+export interface RefreshTokensTable {
+  id: Generated<string>;
+  tenant_id: string;
+  user_id: string;
+  family_id: string;
+  token_hash: string;
+  expires_at: Timestamp;
+  used_at: Timestamp | null;
+  revoked_at: Timestamp | null;
+  created_at: Generated<Date>;
+}
+
+export interface AuditLogsTable {
+  id: Generated<string>;
+  tenant_id: string | null;
+  actor_user_id: string | null;
+  actor_email: string | null;
+  action: string;
+  target_type: string | null;
+  target_id: string | null;
+  ip: string | null;
+  details: Json<unknown> | null;
+  created_at: Generated<Date>;
+}
+
 export interface Database {
   tenants: TenantsTable;
   users: UsersTable;
@@ -152,6 +179,8 @@ export interface Database {
   messages: MessagesTable;
   attachments: AttachmentsTable;
   quota_charges: QuotaChargesTable;
+  refresh_tokens: RefreshTokensTable;
+  audit_logs: AuditLogsTable;
 }
 
 export type Tenant = Selectable<TenantsTable>;

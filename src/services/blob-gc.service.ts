@@ -3,7 +3,8 @@
  * to zero (deleted messages) and orphans, files with no row at all (a crash between writing a
  * blob and committing its transaction, or a staged file never published). Only objects older
  * than the grace period are touched, and each deletion happens while holding the key's row lock,
- * the same lock an ingest holds while publishing that key (see blobs/blob-store.ts).
+ * the same lock an ingest holds while publishing that key (see blobs/blob-store.ts). A row that
+ * holds its bytes itself (small blobs, BLOB_INLINE_MAX_BYTES) is deleted without touching the store.
  */
 import type { BlobStore } from '../blobs/blob-store.js';
 import { BLOB_GC_BATCH } from '../core/limits.js';
@@ -87,15 +88,22 @@ export class BlobCollector {
   }
 
   /**
-   * Under the key's row lock: delete the file if it is still unreferenced and old enough. The
+   * Under the key's row lock: delete the blob if it is still unreferenced and old enough. The
    * row goes first: if a message or attachment still points at the key (a reference count gone
-   * wrong), the foreign key refuses the delete and the file is never touched. A failure is
-   * logged and skips only this key, so one bad key cannot stop collection for good.
+   * wrong), the foreign key refuses the delete and nothing is touched. Bytes kept in the row go
+   * with it; the blob store is not involved (a file under the same key, from before the bytes were
+   * inlined, is an orphan from then on, for the file pass). A failure is logged and skips only
+   * this key, so one bad key cannot stop collection for good.
    */
   private async deleteIfUnreferenced(key: string, cutoff: Date): Promise<boolean> {
     try {
       return await this.db.transaction().execute(async (trx) => {
-        if (!(await lockForDeletion(trx, key))) return false;
+        const where = await lockForDeletion(trx, key);
+        if (where === false) return false;
+        if (where === 'row') {
+          await deleteRow(trx, key);
+          return true;
+        }
         const info = await this.blobs.stat(key);
         await deleteRow(trx, key);
         // a recent file was republished moments ago by an ingest that then rolled back or is

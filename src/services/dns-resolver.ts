@@ -8,7 +8,11 @@
 import { Resolver } from 'node:dns/promises';
 import { DNS_CACHE_MAX_ENTRIES, DNS_CACHE_TTL_MS } from '../core/limits.js';
 
-export type DnsResolve = (name: string, rrtype: string) => Promise<unknown>;
+/**
+ * `fresh`: skip the cache read (the answer still refreshes the cache). Domain verification uses it:
+ * an operator who has just published a record must not get a five-minute-old "no such record".
+ */
+export type DnsResolve = (name: string, rrtype: string, options?: { fresh?: boolean }) => Promise<unknown>;
 
 /** Error codes that mean "the name or record does not exist": a stable answer worth caching. */
 const NEGATIVE_CODES = new Set(['ENOTFOUND', 'ENODATA']);
@@ -24,9 +28,9 @@ export function createDnsResolver(options: { servers?: string[]; timeoutMs: numb
   if (options.servers && options.servers.length > 0) resolver.setServers(options.servers);
   const cache = new Map<string, CacheEntry>();
 
-  return async (name: string, rrtype: string): Promise<unknown> => {
+  return async (name: string, rrtype: string, lookup?: { fresh?: boolean }): Promise<unknown> => {
     const key = `${rrtype}:${name.toLowerCase()}`;
-    const hit = cache.get(key);
+    const hit = lookup?.fresh ? undefined : cache.get(key);
     if (hit && hit.expires > Date.now()) {
       if (hit.error) throw hit.error;
       return hit.value;

@@ -1,14 +1,16 @@
 /**
  * IngestService.acceptMessage(): the one path every message enters by (MX delivery today; local
  * delivery of our own outbound mail, API drafts and Sent copies later). In one streaming pass it
- * checks the bytes (size, line endings, loops), stages them in the blob store, parses them and,
- * for mail from outside, verifies SPF/DKIM/DMARC/ARC. Then one transaction locks the blob rows,
- * publishes the blobs, writes one message row per recipient with its attachments and charges
- * each mailbox's quota.
+ * checks the bytes (size, line endings, loops), keeps them in memory up to BLOB_INLINE_MAX_BYTES
+ * or else stages them in the blob store (blobs/spill-buffer.ts; attachments the same), parses
+ * them and, for mail from outside, verifies SPF/DKIM/DMARC/ARC. Then one transaction locks the
+ * blob rows (writing the small blobs' bytes into them), publishes the staged blobs, writes one
+ * message row per recipient with its attachments and charges each mailbox's quota.
  *
- * Guarantee: when acceptMessage resolves, the raw message is durable in the blob store and the
- * transaction that records it has committed; only then may SMTP answer 250. When it rejects,
- * nothing is visible (staged bytes are discarded; a crash leaves only orphans for the collector).
+ * Guarantee: when acceptMessage resolves, the raw message is durable, in its database row or in
+ * the blob store, and the transaction that records it has committed; only then may SMTP answer
+ * 250. When it rejects, nothing is visible (staged bytes are discarded; a crash leaves only
+ * orphans for the collector).
  *
  * The stored blob is the message exactly as received; the header fields we add (Received,
  * Authentication-Results, Message-ID when missing) are kept per copy in `trace_headers` and put
@@ -16,13 +18,13 @@
  */
 import { randomUUID } from 'node:crypto';
 import { PassThrough, type Readable } from 'node:stream';
-import { blobKey, type BlobStore, type StagedBlob } from '../blobs/blob-store.js';
+import { blobKey, type BlobStore } from '../blobs/blob-store.js';
+import { spillToStore, type SpooledBlob } from '../blobs/spill-buffer.js';
 import { AppError, describeError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { Db } from '../db/database.js';
-import { addReferences } from '../db/blobs.repository.js';
-import { charge } from '../db/mailboxes.repository.js';
-import { insertMessage, type NewAttachmentRow } from '../db/messages.repository.js';
+import type { BlobReference } from '../db/blobs.repository.js';
+import { recordDelivery, type DeliveredAttachment, type DeliveredCopy, type DeliveredMessage } from '../db/ingest.repository.js';
 import type { SpecialUse } from '../db/types.js';
 import type { InboundAuthService, AuthSummary } from './inbound-auth.service.js';
 import { MessageInspector } from './message-inspector.js';
@@ -72,6 +74,8 @@ export class IngestService {
     private readonly blobs: BlobStore,
     private readonly auth: InboundAuthService,
     private readonly hostname: string,
+    /** Blobs up to this size are kept in their database row (0 = all in the blob store). */
+    private readonly inlineMaxBytes: number,
     private readonly logger: Logger,
   ) {}
 
@@ -101,13 +105,13 @@ export class IngestService {
 
     const [sourceResult, rawResult, parseResult, authResult] = await Promise.allSettled([
       sourceDone,
-      drainAfter(toBlob, this.blobs.stage(toBlob)),
-      drainAfter(toParser, parseMessage(toParser, this.blobs)),
+      drainAfter(toBlob, spillToStore(toBlob, this.blobs, this.inlineMaxBytes)),
+      drainAfter(toParser, parseMessage(toParser, this.blobs, this.inlineMaxBytes)),
       toAuth ? drainAfter(toAuth, this.auth.verify(toAuth, authContext(envelope))) : Promise.resolve(null),
     ]);
-    const staged: StagedBlob[] = [];
-    if (rawResult.status === 'fulfilled') staged.push(rawResult.value);
-    if (parseResult.status === 'fulfilled') staged.push(...parseResult.value.attachments.map((a) => a.staged));
+    const spooled: SpooledBlob[] = [];
+    if (rawResult.status === 'fulfilled') spooled.push(rawResult.value);
+    if (parseResult.status === 'fulfilled') spooled.push(...parseResult.value.attachments.map((a) => a.blob));
     try {
       if (sourceResult.status === 'rejected') throw sourceResult.reason;
       this.checkInspection(inspector, options);
@@ -121,14 +125,10 @@ export class IngestService {
         this.logger.warn({ tid: envelope.transactionId, err: describeError(authResult.reason) }, 'inbound verification failed');
         auth = { headers: `Authentication-Results: ${this.hostname}; auth=temperror\r\n`, summary: AUTH_TEMPERROR };
       }
-      const result = await this.store(raw, parsed, recipients, envelope, auth);
-      this.logger.info(
-        { event: 'ingest.stored', tid: envelope.transactionId, size: raw.size, recipients: recipients.length, sha256: raw.sha256 },
-        'message stored',
-      );
-      return result;
+      // the caller logs the stored message (one line per message, with its connection or request id)
+      return await this.store(raw, parsed, recipients, envelope, auth);
     } catch (err) {
-      await Promise.all(staged.map((s) => s.discard().catch(() => undefined)));
+      await Promise.all(spooled.map((s) => s.discard().catch(() => undefined)));
       throw err;
     }
   }
@@ -166,94 +166,106 @@ export class IngestService {
   }
 
   private async store(
-    raw: StagedBlob,
+    raw: SpooledBlob,
     parsed: ParsedMessage,
     recipients: IngestRecipient[],
     envelope: IngestEnvelope,
     auth: { headers: string; summary: AuthSummary } | null,
   ): Promise<IngestResult> {
     const rawKey = blobKey('raw', raw.sha256);
-    const now = new Date();
     const generatedId = parsed.messageId ? null : `<${randomUUID()}@${this.hostname}>`;
-    const attachmentRows: NewAttachmentRow[] = parsed.attachments.map((a, position) => ({
-      position,
-      filename: a.filename,
-      contentType: a.contentType,
-      disposition: a.disposition,
-      contentId: a.contentId,
-      size: a.staged.size,
-      sha256: a.staged.sha256,
-      blobKey: blobKey('att', a.staged.sha256),
-    }));
-    const n = recipients.length;
+    const attachments = attachmentRows(parsed);
+    const blobs: [string, SpooledBlob][] = [[rawKey, raw], ...parsed.attachments.map((a, i): [string, SpooledBlob] => [attachments[i]!.blobKey, a.blob])];
+    const references = blobs.map(([key, b]): BlobReference => ({ key, sha256: b.sha256, size: b.size, count: recipients.length, data: b.inline }));
+    const message = messageFields(parsed, attachments, envelope, rawKey, raw, auth?.summary ?? null, generatedId);
+    const copies = this.copiesFor(recipients, raw.size, envelope, auth?.headers ?? '', generatedId);
 
-    const messageIds = await this.db.transaction().execute(async (trx) => {
-      await addReferences(trx, [
-        { key: rawKey, sha256: raw.sha256, size: raw.size, count: n },
-        ...attachmentRows.map((a) => ({ key: a.blobKey, sha256: a.sha256, size: a.size, count: n })),
-      ]);
-      // the rows are locked now: publishing cannot race the collector deleting the same key
-      await raw.publish(rawKey);
-      for (const [i, a] of parsed.attachments.entries()) await a.staged.publish(attachmentRows[i]!.blobKey);
-
-      const folders = await trx
-        .selectFrom('folders')
-        .select(['id', 'mailbox_id', 'special_use'])
-        .where('mailbox_id', 'in', [...new Set(recipients.map((r) => r.mailboxId))])
-        .where('special_use', 'is not', null)
-        .execute();
-      const ids: string[] = [];
-      const charges: { mailboxId: string; bytes: number; messages: number }[] = [];
-      for (const r of recipients) {
-        const folder = folders.find((f) => f.mailbox_id === r.mailboxId && f.special_use === (r.folder ?? 'inbox'));
-        if (!folder) throw new AppError('mailbox_not_found', `mailbox ${r.address} has no ${r.folder ?? 'inbox'} folder`);
-        const trace =
-          receivedHeader({ ...envelope, hostname: this.hostname, recipient: n === 1 ? r.address : null, date: now }) +
-          (auth?.headers ?? '') +
-          (generatedId ? `Message-ID: ${generatedId}\r\n` : '');
-        const size = raw.size + Buffer.byteLength(trace);
-        ids.push(
-          await insertMessage(
-            trx,
-            {
-              tenantId: r.tenantId,
-              mailboxId: r.mailboxId,
-              folderId: folder.id,
-              messageId: parsed.messageId ?? generatedId,
-              inReplyTo: parsed.inReplyTo,
-              references: parsed.references,
-              subject: parsed.subject,
-              fromName: parsed.from?.name ?? '',
-              fromAddress: parsed.from?.address ?? '',
-              to: parsed.to,
-              cc: parsed.cc,
-              sentAt: parsed.date,
-              size,
-              snippet: parsed.snippet,
-              text: parsed.text,
-              html: parsed.html,
-              hasAttachments: attachmentRows.some((a) => a.disposition !== 'inline' || !a.contentId),
-              seen: r.seen ?? false,
-              draft: r.draft ?? false,
-              envelopeFrom: envelope.mailFrom,
-              envelopeTo: r.address,
-              remoteIp: envelope.remoteIp ?? null,
-              rawBlobKey: rawKey,
-              rawSha256: raw.sha256,
-              rawSize: raw.size,
-              traceHeaders: trace,
-              authSummary: auth?.summary ?? null,
-            },
-            attachmentRows,
-          ),
-        );
-        charges.push({ mailboxId: r.mailboxId, bytes: size, messages: 1 });
-      }
-      await charge(trx, charges);
-      return ids;
-    });
+    let messageIds: string[];
+    if (blobs.every(([, b]) => !b.staged)) {
+      // every byte goes into the rows: one statement, its own transaction, durable when it returns
+      ({ messageIds } = await recordDelivery(this.db, references, message, copies, attachments));
+    } else {
+      messageIds = await this.db.transaction().execute(async (trx) => {
+        const record = await recordDelivery(trx, references, message, copies, attachments);
+        // the blob rows stay locked until COMMIT: publishing cannot race the collector deleting
+        // the same key. Bytes already in a row (inline now or earlier) need no file.
+        for (const [key, b] of blobs) {
+          if (!b.staged) continue;
+          if (record.inRow.has(key)) await b.discard();
+          else await b.publish(key);
+        }
+        return record.messageIds;
+      });
+    }
     return { messageIds, size: raw.size, sha256: raw.sha256, rawKey, auth: auth?.summary ?? null };
   }
+
+  /** One copy per recipient, each with its own trace header fields (and so its own size). */
+  private copiesFor(recipients: IngestRecipient[], rawSize: number, envelope: IngestEnvelope, authHeaders: string, generatedId: string | null): DeliveredCopy[] {
+    const now = new Date();
+    return recipients.map((r) => {
+      const trace =
+        receivedHeader({ ...envelope, hostname: this.hostname, recipient: recipients.length === 1 ? r.address : null, date: now }) +
+        authHeaders +
+        (generatedId ? `Message-ID: ${generatedId}\r\n` : '');
+      return {
+        tenantId: r.tenantId,
+        mailboxId: r.mailboxId,
+        folder: r.folder ?? 'inbox',
+        envelopeTo: r.address,
+        size: rawSize + Buffer.byteLength(trace),
+        traceHeaders: trace,
+        seen: r.seen ?? false,
+        draft: r.draft ?? false,
+      };
+    });
+  }
+}
+
+function attachmentRows(parsed: ParsedMessage): DeliveredAttachment[] {
+  return parsed.attachments.map((a, position) => ({
+    position,
+    filename: a.filename,
+    contentType: a.contentType,
+    disposition: a.disposition,
+    contentId: a.contentId,
+    size: a.blob.size,
+    sha256: a.blob.sha256,
+    blobKey: blobKey('att', a.blob.sha256),
+  }));
+}
+
+/** What every copy of the message shares. */
+function messageFields(
+  parsed: ParsedMessage,
+  attachments: DeliveredAttachment[],
+  envelope: IngestEnvelope,
+  rawKey: string,
+  raw: SpooledBlob,
+  authSummary: AuthSummary | null,
+  generatedId: string | null,
+): DeliveredMessage {
+  return {
+    messageId: parsed.messageId ?? generatedId,
+    inReplyTo: parsed.inReplyTo,
+    references: parsed.references,
+    subject: parsed.subject,
+    fromName: parsed.from?.name ?? '',
+    fromAddress: parsed.from?.address ?? '',
+    to: parsed.to,
+    cc: parsed.cc,
+    sentAt: parsed.date,
+    snippet: parsed.snippet,
+    text: parsed.text,
+    html: parsed.html,
+    hasAttachments: attachments.some((a) => a.disposition !== 'inline' || !a.contentId),
+    envelopeFrom: envelope.mailFrom,
+    remoteIp: envelope.remoteIp ?? null,
+    rawBlobKey: rawKey,
+    rawSha256: raw.sha256,
+    rawSize: raw.size,
+    authSummary,
+  };
 }
 
 /**

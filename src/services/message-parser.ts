@@ -1,7 +1,8 @@
 /**
  * parseMessage(): reads a raw RFC 5322 message from a stream with mailparser and returns what
- * the message list, reading pane and search need. Attachment bodies are streamed into staged
- * blobs as they are decoded, never held whole in memory. Every string is stripped of NUL bytes
+ * the message list, reading pane and search need. Attachment bodies are streamed as they are
+ * decoded into staged blobs, or kept in memory up to the inline limit (see blobs/spill-buffer.ts)
+ * for their database row; never held whole in memory beyond that. Every string is stripped of NUL bytes
  * (PostgreSQL text cannot hold them) and long bodies are cut to MAX_STORED_BODY_BYTES (the raw
  * blob keeps everything). A message mailparser cannot fully make sense of (a broken boundary,
  * an unknown charset) still parses to what could be read: mail is stored, not judged.
@@ -9,7 +10,8 @@
 import type { Readable } from 'node:stream';
 import { MailParser, type AddressObject, type AttachmentStream, type MessageText } from 'mailparser';
 import { MAX_STORED_BODY_BYTES, SNIPPET_CHARS } from '../core/limits.js';
-import type { BlobStore, StagedBlob } from '../blobs/blob-store.js';
+import type { BlobStore } from '../blobs/blob-store.js';
+import { spillToStore, type SpooledBlob } from '../blobs/spill-buffer.js';
 import { LegacyHeaderCharset } from './legacy-header-charset.js';
 
 export interface ParsedAddress {
@@ -18,7 +20,7 @@ export interface ParsedAddress {
 }
 
 export interface ParsedAttachment {
-  staged: StagedBlob;
+  blob: SpooledBlob;
   filename: string | null;
   contentType: string;
   disposition: string | null;
@@ -40,7 +42,7 @@ export interface ParsedMessage {
   attachments: ParsedAttachment[];
 }
 
-export async function parseMessage(source: Readable, blobs: BlobStore): Promise<ParsedMessage> {
+export async function parseMessage(source: Readable, blobs: BlobStore, inlineMaxBytes: number): Promise<ParsedMessage> {
   const parser = new MailParser({ checksumAlgo: 'sha256', skipImageLinks: true, skipTextToHtml: true });
   // filled by index: staging finishes out of order, the list keeps the message's order
   const slots: (ParsedAttachment | undefined)[] = [];
@@ -54,10 +56,10 @@ export async function parseMessage(source: Readable, blobs: BlobStore): Promise<
       const index = slots.length;
       slots.push(undefined);
       staging.push(
-        blobs.stage(att.content as Readable).then(
-          (staged) => {
+        spillToStore(att.content as Readable, blobs, inlineMaxBytes).then(
+          (blob) => {
             slots[index] = {
-              staged,
+              blob,
               filename: att.filename ? clean(att.filename) : null,
               contentType: clean(att.contentType || 'application/octet-stream'),
               disposition: att.contentDisposition ? clean(att.contentDisposition) : null,
@@ -116,7 +118,7 @@ export async function parseMessage(source: Readable, blobs: BlobStore): Promise<
 }
 
 async function discardAll(slots: (ParsedAttachment | undefined)[]): Promise<void> {
-  await Promise.all(slots.map((a) => (a ? a.staged.discard() : Promise.resolve())));
+  await Promise.all(slots.map((a) => (a ? a.blob.discard() : Promise.resolve())));
 }
 
 interface ParserFields {

@@ -1,19 +1,20 @@
 /**
  * MessagesService: reading stored mail (the admin CLI now; the webmail API later). The raw
- * message is our trace header fields followed by the stored blob, byte for byte as received.
+ * message is our trace header fields followed by the stored blob, byte for byte as received,
+ * read through BlobReader (from its database row or the blob store).
  */
 import { Readable } from 'node:stream';
-import type { BlobStore } from '../blobs/blob-store.js';
 import { AppError } from '../core/errors.js';
 import type { Db } from '../db/database.js';
 import { findByAddress } from '../db/mailboxes.repository.js';
 import { attachmentsOf, getById, listByMailbox, type MessageSummary } from '../db/messages.repository.js';
 import type { Attachment, Message } from '../db/types.js';
+import type { BlobReader } from './blob-reader.service.js';
 
 export class MessagesService {
   constructor(
     private readonly db: Db,
-    private readonly blobs: BlobStore,
+    private readonly blobs: BlobReader,
   ) {}
 
   async listMessages(address: string, limit: number): Promise<MessageSummary[]> {
@@ -31,12 +32,17 @@ export class MessagesService {
 
   /** The full RFC 5322 message as stored: trace headers, then the original bytes. */
   async openRaw(message: Pick<Message, 'trace_headers' | 'raw_blob_key'>): Promise<Readable> {
-    const body = await this.blobs.read(message.raw_blob_key);
+    const body = await this.blobs.open(message.raw_blob_key);
     return Readable.from(
       (async function* () {
         yield Buffer.from(message.trace_headers);
         yield* body;
       })(),
     );
+  }
+
+  /** The decoded bytes of one attachment. */
+  openAttachment(attachment: Pick<Attachment, 'blob_key'>): Promise<Readable> {
+    return this.blobs.open(attachment.blob_key);
   }
 }

@@ -53,8 +53,8 @@ export class RecipientService {
     }
     // one query in the common case: the exact address, or its base without a +detail
     const plus = split.local.indexOf('+');
-    const candidates = [`${split.local}@${split.domain}`];
-    if (plus > 0) candidates.push(`${split.local.slice(0, plus)}@${split.domain}`);
+    const exact = `${split.local}@${split.domain}`;
+    const candidates: [string] | [string, string] = plus > 0 ? [exact, `${split.local.slice(0, plus)}@${split.domain}`] : [exact];
     const found = await findForDelivery(this.db, candidates);
     const mailbox = found.find((m) => m.address === candidates[0]) ?? found[0];
     if (mailbox) {

@@ -44,7 +44,10 @@ export function createOnData(ingest: IngestService, resolved: RecipientMap, regi
         { maxBytes: options.maxBytes, maxReceived: options.maxReceived, verify: options.verify },
       );
       if (stream.sizeExceeded) throw new AppError('message_too_large', `message exceeds the maximum size of ${options.maxBytes} bytes`);
-      logger.info({ event: 'smtp.message.accepted', cid: session.id, tid, size: result.size, rcpt: recipients.length }, 'message accepted');
+      logger.info(
+        { event: 'smtp.message.accepted', cid: session.id, tid, size: result.size, rcpt: recipients.length, copies: result.messageIds.length, sha256: result.sha256 },
+        'message accepted',
+      );
       return `2.0.0 Ok: stored as ${tid}`;
     } catch (err) {
       if (isAppError(err) && err.kind === 'permanent') {

@@ -30,9 +30,17 @@ export const SMTP_REPLIES: Record<ErrorCode, SmtpReply> = {
   storage_unavailable: TEMPFAIL,
   database_unavailable: TEMPFAIL,
   dns_unavailable: TEMPFAIL,
+  rate_limited: { code: 451, enhanced: '4.7.1' },
+  unauthorized: { code: 535, enhanced: '5.7.8' },
+  account_suspended: { code: 535, enhanced: '5.7.8' },
+  forbidden: { code: 550, enhanced: '5.7.1' },
+  // management errors never come out of an SMTP handler; if one did, it is not the sender's fault
   not_found: TEMPFAIL,
   conflict: TEMPFAIL,
   validation_failed: TEMPFAIL,
+  bad_request: TEMPFAIL,
+  payload_too_large: TEMPFAIL,
+  signup_disabled: TEMPFAIL,
   internal: TEMPFAIL,
 };
 

@@ -107,10 +107,15 @@ export class ProcessServer {
     return { status: r.status, stdout: r.stdout, stderr: r.stderr };
   }
 
+  /** The URL of the embedded database (the server or the CLI must have started it). */
+  dbUrl(): string {
+    const password = readFileSync(path.join(this.env.DATA_DIR, 'secrets', 'pg-password'), 'utf8').trim();
+    return `postgres://mailserver:${encodeURIComponent(password)}@127.0.0.1:${Number(this.env.EMBEDDED_PG_PORT)}/mailserver`;
+  }
+
   /** A client on the embedded database (the server or the CLI must have started it). */
   async db(): Promise<pg.Client> {
-    const password = readFileSync(path.join(this.env.DATA_DIR, 'secrets', 'pg-password'), 'utf8').trim();
-    const client = new pg.Client({ host: '127.0.0.1', port: Number(this.env.EMBEDDED_PG_PORT), user: 'mailserver', password, database: 'mailserver' });
+    const client = new pg.Client({ connectionString: this.dbUrl() });
     await client.connect();
     return client;
   }

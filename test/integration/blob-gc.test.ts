@@ -4,6 +4,8 @@
  * reference was dropped) and what it never removes (anything a stored message references, even
  * while an ingest of the same bytes races the deletion). The grace period is one hour; a test
  * makes something "old" by moving its file's mtime and its row's created_at two hours back.
+ * The server runs with BLOB_INLINE_MAX_BYTES=0, so every blob is a file in the store; the
+ * collection of blobs kept in their database row is tested in blob-inline.test.ts.
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
@@ -24,7 +26,7 @@ const RACE_ITERATIONS = 20;
 let t: TestServer;
 
 before(async () => {
-  t = await startTestServer({ BLOB_GC_GRACE_MS: String(GRACE_MS) });
+  t = await startTestServer({ BLOB_GC_GRACE_MS: String(GRACE_MS), BLOB_INLINE_MAX_BYTES: '0' });
   await seedMailbox(t.services, 'gc@acme.test');
   await seedMailbox(t.services, 'race@acme.test');
 });
@@ -45,9 +47,9 @@ async function exists(key: string): Promise<boolean> {
   return (await t.services.blobs.stat(key)) !== null;
 }
 
-/** The SHA-256 of the bytes stored at `key` (rejects when the blob is missing). */
+/** The SHA-256 of the bytes stored at `key`, read the way messages are (rejects when the blob is missing). */
 async function storedSha(key: string): Promise<string> {
-  return sha256(await readAll(await t.services.blobs.read(key)));
+  return sha256(await readAll(await t.services.blobReader.open(key)));
 }
 
 async function refcount(key: string): Promise<number | null> {
@@ -141,6 +143,8 @@ async function deleteMessage(m: Stored): Promise<void> {
 async function assertReadable(m: Stored): Promise<void> {
   assert.equal(await storedSha(m.rawKey), m.rawSha, `raw blob of message ${m.id}`);
   for (const a of m.attachments) assert.equal(await storedSha(a.key), a.sha, `attachment blob ${a.key} of message ${m.id}`);
+  // BLOB_INLINE_MAX_BYTES=0: what was read came from a file in the store
+  for (const key of [m.rawKey, ...m.attachments.map((a) => a.key)]) assert.ok(await exists(key), `${key} is not in the blob store`);
 }
 
 describe('blob collection', () => {
@@ -260,7 +264,7 @@ describe('blob collection', () => {
     const first = await t.services.blobs.stage(bytes);
     const key = blobKey('att', first.sha256);
     await first.publish(key);
-    await t.services.db.transaction().execute((trx) => addReferences(trx, [{ key, sha256: first.sha256, size: bytes.length, count: 1 }]));
+    await t.services.db.transaction().execute((trx) => addReferences(trx, [{ key, sha256: first.sha256, size: bytes.length, count: 1, data: null }]));
     await t.services.db.transaction().execute((trx) => removeReferences(trx, [key]));
     await age(key);
 
@@ -272,7 +276,7 @@ describe('blob collection', () => {
     const released = new Promise<void>((resolve) => (release = resolve));
     const again = await t.services.blobs.stage(bytes);
     const ingest = t.services.db.transaction().execute(async (trx) => {
-      await addReferences(trx, [{ key, sha256: first.sha256, size: bytes.length, count: 1 }]);
+      await addReferences(trx, [{ key, sha256: first.sha256, size: bytes.length, count: 1, data: null }]);
       locked();
       await released;
       await again.publish(key);

@@ -3,7 +3,9 @@
  * back: the blob must hold exactly the bytes sent (after dot-unstuffing), the raw readback must be
  * our trace header fields followed by those bytes, and the parsed fields and attachments must be
  * right. Attachment bytes are decoded here independently of mailparser (base64 / quoted-printable
- * straight from the specimen) and compared with what was stored.
+ * straight from the specimen) and compared with what was stored. Everything runs twice: with the
+ * default inline limit (small blobs kept in their database row) and with BLOB_INLINE_MAX_BYTES=0
+ * (every blob in the blob store); the bytes read back must be the same either way.
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
@@ -207,16 +209,28 @@ let t: TestServer;
 let mailbox: Mailbox;
 const seen = new Set<string>();
 
-before(async () => {
-  t = await startTestServer();
-  ({ mailbox } = await seedMailbox(t.services, RCPT));
-});
+const STORAGE: { name: string; env: Record<string, string>; inRow: boolean }[] = [
+  { name: 'blobs in their database row', env: {}, inRow: true },
+  { name: 'BLOB_INLINE_MAX_BYTES=0, blobs in the blob store', env: { BLOB_INLINE_MAX_BYTES: '0' }, inRow: false },
+];
 
-after(async () => {
-  await t.stop();
-});
+for (const storage of STORAGE) describe(`fixtures (${storage.name}): specimens stored and read back byte-exact`, () => {
+  before(async () => {
+    t = await startTestServer(storage.env);
+    ({ mailbox } = await seedMailbox(t.services, RCPT));
+  });
 
-describe('fixtures: specimens stored and read back byte-exact', () => {
+  after(async () => {
+    await t.stop();
+  });
+
+  /** The bytes at `key` come from where this configuration keeps them, and only from there. */
+  async function assertStoredWhereExpected(key: string): Promise<void> {
+    const row = await t.services.db.selectFrom('blobs').select('data').where('key', '=', key).executeTakeFirstOrThrow();
+    assert.equal(row.data !== null, storage.inRow, `${key}: bytes in the row`);
+    assert.equal((await t.services.blobs.stat(key)) !== null, !storage.inRow, `${key}: file in the blob store`);
+  }
+
   for (const s of SPECIMENS) {
     it(`when ${s.file} is delivered, then the blob holds its exact bytes and the parsed fields are right`, async () => {
       const bytes = readFileSync(path.join(FIXTURES, s.file));
@@ -229,7 +243,8 @@ describe('fixtures: specimens stored and read back byte-exact', () => {
       // the raw message, byte for byte
       assert.equal(row.raw_sha256, sha256(bytes));
       assert.equal(Number(row.raw_size), bytes.length);
-      const blob = await readAll(await t.services.blobs.read(row.raw_blob_key));
+      await assertStoredWhereExpected(row.raw_blob_key);
+      const blob = await readAll(await t.services.blobReader.open(row.raw_blob_key));
       assert.equal(sha256(blob), sha256(bytes));
       assert.ok(blob.equals(bytes), 'the blob differs from the specimen');
       const raw = await readAll(await t.services.messages.openRaw(row));
@@ -258,6 +273,9 @@ describe('fixtures: specimens stored and read back byte-exact', () => {
       if (s.smtputf8) assert.equal(row.envelope_from, s.mailFrom);
 
       await checkAttachments(row.id, bytes, s.attachments);
+      for (const a of await t.services.db.selectFrom('attachments').select('blob_key').where('message_id', '=', row.id).execute()) {
+        await assertStoredWhereExpected(a.blob_key);
+      }
       // PostgreSQL text cannot hold NUL: every text column is clean even when the specimen is not
       const atts = await t.services.db.selectFrom('attachments').selectAll().where('message_id', '=', row.id).execute();
       assert.doesNotMatch(JSON.stringify([row, atts]), /\\u0000/);
@@ -280,7 +298,8 @@ describe('fixtures: specimens stored and read back byte-exact', () => {
     assert.match(keys[0]!, new RegExp(`^att/[0-9a-f]{2}/[0-9a-f]{2}/${sha256(content)}$`));
     const blob = await t.services.db.selectFrom('blobs').selectAll().where('key', '=', keys[0]!).executeTakeFirstOrThrow();
     assert.equal(blob.refcount, 2);
-    assert.ok((await readAll(await t.services.blobs.read(keys[0]!))).equals(content));
+    await assertStoredWhereExpected(keys[0]!);
+    assert.ok((await readAll(await t.services.blobReader.open(keys[0]!))).equals(content));
   });
 });
 
@@ -320,7 +339,8 @@ async function checkAttachments(messageId: string, specimen: Buffer, expected: E
     assert.equal(Number(row.size), content.length, `${e.marker}: size`);
     assert.equal(row.sha256, sha256(content), `${e.marker}: sha256`);
     assert.equal(row.blob_key, `att/${row.sha256.slice(0, 2)}/${row.sha256.slice(2, 4)}/${row.sha256}`);
-    assert.ok((await readAll(await t.services.blobs.read(row.blob_key))).equals(content), `${e.marker}: blob bytes`);
+    assert.ok((await readAll(await t.services.blobReader.open(row.blob_key))).equals(content), `${e.marker}: blob bytes`);
+    assert.ok((await readAll(await t.services.messages.openAttachment(row))).equals(content), `${e.marker}: openAttachment bytes`);
   }
 }
 

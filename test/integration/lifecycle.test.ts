@@ -74,7 +74,7 @@ describe('lifecycle', () => {
     try {
       const res = await fetch(`http://127.0.0.1:${t.apiPort}/nope`);
       assert.equal(res.status, 404);
-      assert.deepEqual(await res.json(), { error: 'Not found', code: 'not_found' });
+      assert.deepEqual(await res.json(), { error: 'no route for GET /nope', code: 'not_found' });
     } finally {
       await t.stop();
     }

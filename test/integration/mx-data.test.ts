@@ -4,6 +4,7 @@
  * stored (no message rows, no blob rows).
  */
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -14,9 +15,13 @@ import { RawSmtp, simpleMessage } from '../helpers/smtp-client.js';
 
 let t: TestServer;
 const MAX = 20_000;
+// small messages are kept in their database row, larger ones go through the blob store
+const INLINE_MAX = 4096;
+/** A body that takes a message past INLINE_MAX, so the blob store is involved. */
+const SPILLED_BODY = Array.from({ length: 100 }, (_, i) => `line ${i} ${'x'.repeat(70)}`).join('\r\n');
 
 before(async () => {
-  t = await startTestServer({ MAX_MESSAGE_SIZE: String(MAX), SMTP_MAX_RECEIVED_HEADERS: '5' });
+  t = await startTestServer({ MAX_MESSAGE_SIZE: String(MAX), SMTP_MAX_RECEIVED_HEADERS: '5', BLOB_INLINE_MAX_BYTES: String(INLINE_MAX) });
   await seedMailbox(t.services, 'alice@acme.test');
 });
 
@@ -152,11 +157,38 @@ describe('MX DATA: failures are temporary and leave nothing visible', () => {
     await fs.rm(staging, { recursive: true, force: true });
     await fs.writeFile(staging, 'not a directory');
     try {
-      await expectRejected(simpleMessage({ subject: 'no storage' }), /^451 4\.3\.0 /);
+      const message = simpleMessage({ subject: 'no storage', body: SPILLED_BODY });
+      assert.ok(message.length > INLINE_MAX);
+      await expectRejected(message, /^451 4\.3\.0 /);
     } finally {
       await fs.rm(staging, { force: true });
       await fs.mkdir(staging);
     }
+  });
+
+  it('when the blob store cannot stage, then a message under the inline limit is still stored, in its database row', async () => {
+    const staging = path.join(t.dataDir, 'blobs', 'tmp');
+    await fs.rm(staging, { recursive: true, force: true });
+    await fs.writeFile(staging, 'not a directory');
+    try {
+      const c = await openTransaction();
+      try {
+        assert.match((await c.data(simpleMessage({ subject: 'inline without storage' }))).text, /^250 2\.0\.0 /);
+      } finally {
+        c.close();
+      }
+    } finally {
+      await fs.rm(staging, { force: true });
+      await fs.mkdir(staging);
+    }
+    const row = await t.services.db
+      .selectFrom('messages')
+      .innerJoin('blobs', 'blobs.key', 'messages.raw_blob_key')
+      .select(['blobs.data', 'messages.raw_sha256'])
+      .where('messages.subject', '=', 'inline without storage')
+      .executeTakeFirstOrThrow();
+    assert.ok(row.data, 'the raw bytes are in the blobs row');
+    assert.equal(createHash('sha256').update(row.data).digest('hex'), row.raw_sha256);
   });
 
   it('when the database refuses the insert, then 451 4.3.0 and no message row exists', async () => {
@@ -196,7 +228,7 @@ describe('MX DATA: failures are temporary and leave nothing visible', () => {
       const before = await stored();
       const c = await openTransaction();
       try {
-        const r = await c.data(simpleMessage({ subject: `publish fails ${Date.now()}` }));
+        const r = await c.data(simpleMessage({ subject: `publish fails ${Date.now()}`, body: SPILLED_BODY }));
         assert.match(r.text, /^451 4\.3\.0 /);
       } finally {
         c.close();

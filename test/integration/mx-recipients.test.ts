@@ -67,6 +67,22 @@ describe('MX recipients', () => {
     assert.match(await rcpt('nobody@acme.test'), /^550 5\.1\.1 /);
   });
 
+  it('when the mailbox is deleted between RCPT and DATA, then 550 5.1.1 and nothing is stored', async () => {
+    await seedMailbox(t.services, 'dave@acme.test');
+    const before = { messages: await countRows(t.services, 'messages'), blobs: await countRows(t.services, 'blobs') };
+    const c = await RawSmtp.connect(t.smtpPort);
+    try {
+      await c.hello();
+      assert.match((await c.command('MAIL FROM:<sender@example.org>')).text, /^250 /);
+      assert.match((await c.command('RCPT TO:<dave@acme.test>')).text, /^250 /);
+      await t.services.db.deleteFrom('mailboxes').where('address', '=', 'dave@acme.test').execute();
+      assert.match((await c.data(simpleMessage({ to: 'dave@acme.test', subject: 'gone' }))).text, /^550 5\.1\.1 /);
+    } finally {
+      c.close();
+    }
+    assert.deepEqual({ messages: await countRows(t.services, 'messages'), blobs: await countRows(t.services, 'blobs') }, before);
+  });
+
   const relayTricks: [string, string][] = [
     ['a domain that is not ours', 'victim@gmail.com'],
     ['the percent hack', 'victim%gmail.com@acme.test'],

@@ -1,0 +1,62 @@
+/**
+ * AuditService: who did what, when, from which IP — every change made through the API and every
+ * login attempt. Records never hold secrets (passwords, tokens, keys).
+ */
+import { sql } from 'kysely';
+import type { Db } from '../db/database.js';
+
+export interface AuditRow {
+  id: string;
+  actor_user_id: string | null;
+  actor_email: string | null;
+  action: string;
+  target_type: string | null;
+  target_id: string | null;
+  ip: string | null;
+  details: unknown;
+  created_at: Date;
+}
+
+export interface AuditEntry {
+  tenantId: string | null;
+  actorUserId?: string | null;
+  actorEmail?: string | null;
+  action: string;
+  targetType?: string;
+  targetId?: string;
+  ip?: string;
+  details?: Record<string, unknown>;
+}
+
+export class AuditService {
+  constructor(private readonly db: Db) {}
+
+  async record(e: AuditEntry): Promise<void> {
+    await this.db
+      .insertInto('audit_logs')
+      .values({
+        tenant_id: e.tenantId,
+        actor_user_id: e.actorUserId ?? null,
+        actor_email: e.actorEmail ?? null,
+        action: e.action,
+        target_type: e.targetType ?? null,
+        target_id: e.targetId ?? null,
+        ip: e.ip ?? null,
+        details: e.details === undefined ? null : JSON.stringify(e.details),
+      })
+      .execute();
+  }
+
+  /** A tenant's entries, newest first, after an optional (created_at, id) position; limit + 1 rows. */
+  async list(tenantId: string, limit: number, before: { at: Date; id: string } | null): Promise<AuditRow[]> {
+    return this.db
+      .selectFrom('audit_logs')
+      .select(['id', 'actor_user_id', 'actor_email', 'action', 'target_type', 'target_id', 'ip', 'details', 'created_at'])
+      .where('tenant_id', '=', tenantId)
+      .$if(before !== null, (q) => q.where(sql<boolean>`(created_at, id) < (${before!.at}, ${before!.id}::uuid)`))
+      .orderBy('created_at', 'desc')
+      .orderBy('id', 'desc')
+      .limit(limit + 1)
+      .execute();
+  }
+}
