@@ -5,6 +5,7 @@
  * entries, and the OpenAPI document covering every route.
  */
 import assert from 'node:assert/strict';
+import { performance } from 'node:perf_hooks';
 import { createHmac } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import jwt from 'jsonwebtoken';
@@ -163,6 +164,27 @@ describe('login, tokens, refresh, logout, me', () => {
     assert.equal(unknown.status, 401);
     assert.deepEqual(wrong.body, unknown.body);
     assert.deepEqual(wrong.body, { error: 'invalid email or password', code: 'unauthorized' });
+  });
+
+  it('when the email is unknown, then the answer takes as long as for a wrong password (bcrypt runs either way)', async () => {
+    const mail = `timing-${Date.now()}@corp.test`;
+    await signup({ email: mail });
+    const time = async (body: Record<string, string>): Promise<number> => {
+      const started = performance.now();
+      const res = await call(t.apiPort, 'POST', '/api/auth/login', { body });
+      assert.equal(res.status, 401);
+      return performance.now() - started;
+    };
+    const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+    const wrong: number[] = [];
+    const unknown: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      wrong.push(await time({ email: mail, password: 'not the password' }));
+      unknown.push(await time({ email: `nobody-${i}-${Date.now()}@corp.test`, password: 'not the password' }));
+    }
+    const ratio = median(unknown) / median(wrong);
+    assert.ok(ratio > 0.5 && ratio < 2, `unknown ${median(unknown).toFixed(0)} ms vs wrong ${median(wrong).toFixed(0)} ms`);
+    assert.ok(median(unknown) > 20, `an unknown email must still cost a bcrypt comparison (${median(unknown).toFixed(1)} ms)`);
   });
 
   it('when me is called with the access token, then the user, tenant and mailboxes come back', async () => {
