@@ -6,23 +6,19 @@
  */
 import { sql, type Kysely, type Transaction } from 'kysely';
 import { removeReferences } from './blobs.repository.js';
+import { olderThan, type KeysetPosition } from './keyset.js';
 import type { Database, User, UserRole, UserStatus } from './types.js';
 
 type Executor = Kysely<Database> | Transaction<Database>;
 
-/**
- * A page of a tenant's users, newest first, after an optional (created_at, id) position; limit + 1
- * rows. Ordered and compared on created_at cut to milliseconds: a cursor carries a JavaScript Date,
- * and comparing it with the stored microseconds would skip rows created in the same millisecond.
- */
-export async function listPage(db: Executor, tenantId: string, limit: number, before: { at: Date; id: string } | null): Promise<User[]> {
-  const createdMs = sql`date_trunc('milliseconds', created_at)`;
+/** A page of a tenant's users, newest first, after an optional (created_at, id) position; limit + 1 rows. */
+export async function listPage(db: Executor, tenantId: string, limit: number, before: KeysetPosition | null): Promise<User[]> {
   return db
     .selectFrom('users')
     .selectAll()
     .where('tenant_id', '=', tenantId)
-    .$if(before !== null, (q) => q.where(sql<boolean>`(${createdMs}, id) < (${before!.at}::timestamptz, ${before!.id}::uuid)`))
-    .orderBy(createdMs, 'desc')
+    .$if(before !== null, (q) => q.where(olderThan('created_at', before!)))
+    .orderBy('created_at', 'desc')
     .orderBy('id', 'desc')
     .limit(limit + 1)
     .execute();

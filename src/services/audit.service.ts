@@ -2,20 +2,12 @@
  * AuditService: who did what, when, from which IP — every change made through the API and every
  * login attempt. Records never hold secrets (passwords, tokens, keys).
  */
-import { sql } from 'kysely';
+import type { Selectable } from 'kysely';
 import type { Db } from '../db/database.js';
+import { olderThan, type KeysetPosition } from '../db/keyset.js';
+import type { AuditLogsTable } from '../db/types.js';
 
-export interface AuditRow {
-  id: string;
-  actor_user_id: string | null;
-  actor_email: string | null;
-  action: string;
-  target_type: string | null;
-  target_id: string | null;
-  ip: string | null;
-  details: unknown;
-  created_at: Date;
-}
+export type AuditRow = Omit<Selectable<AuditLogsTable>, 'tenant_id'>;
 
 export interface AuditEntry {
   tenantId: string | null;
@@ -48,12 +40,12 @@ export class AuditService {
   }
 
   /** A tenant's entries, newest first, after an optional (created_at, id) position; limit + 1 rows. */
-  async list(tenantId: string, limit: number, before: { at: Date; id: string } | null): Promise<AuditRow[]> {
+  async list(tenantId: string, limit: number, before: KeysetPosition | null): Promise<AuditRow[]> {
     return this.db
       .selectFrom('audit_logs')
       .select(['id', 'actor_user_id', 'actor_email', 'action', 'target_type', 'target_id', 'ip', 'details', 'created_at'])
       .where('tenant_id', '=', tenantId)
-      .$if(before !== null, (q) => q.where(sql<boolean>`(created_at, id) < (${before!.at}, ${before!.id}::uuid)`))
+      .$if(before !== null, (q) => q.where(olderThan('created_at', before!)))
       .orderBy('created_at', 'desc')
       .orderBy('id', 'desc')
       .limit(limit + 1)

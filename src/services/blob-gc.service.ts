@@ -8,6 +8,7 @@
  */
 import type { BlobStore } from '../blobs/blob-store.js';
 import { BLOB_GC_BATCH } from '../core/limits.js';
+import { PeriodicTask } from '../core/periodic-task.js';
 import { describeError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { Db } from '../db/database.js';
@@ -19,34 +20,28 @@ export interface CollectResult {
 }
 
 export class BlobCollector {
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<CollectResult> | null = null;
+  private readonly task: PeriodicTask<CollectResult>;
 
   constructor(
     private readonly db: Db,
     private readonly blobs: BlobStore,
     private readonly graceMs: number,
     private readonly logger: Logger,
-  ) {}
-
-  start(intervalMs: number): void {
-    this.timer = setInterval(() => {
-      this.collect().catch((err: unknown) => this.logger.error({ event: 'blob.gc.failed', err: describeError(err) }, 'blob collection failed'));
-    }, intervalMs);
-    this.timer.unref();
+  ) {
+    this.task = PeriodicTask.logging(() => this.pass(), logger, 'blob collection', { event: 'blob.gc.failed' });
   }
 
-  async stop(): Promise<void> {
-    if (this.timer) clearInterval(this.timer);
-    await this.running?.catch(() => undefined);
+  start(intervalMs: number): void {
+    this.task.start(intervalMs);
+  }
+
+  stop(): Promise<void> {
+    return this.task.stop();
   }
 
   /** One full pass. Concurrent calls share the pass in progress. */
   collect(): Promise<CollectResult> {
-    this.running ??= this.pass().finally(() => {
-      this.running = null;
-    });
-    return this.running;
+    return this.task.run();
   }
 
   private async pass(): Promise<CollectResult> {
