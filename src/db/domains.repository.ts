@@ -3,22 +3,14 @@
  * ones (getById, idsAfter) are for the verification worker, which acts for every tenant.
  */
 import { sql, type Kysely, type Transaction } from 'kysely';
-import { olderThan, type KeysetPosition } from './keyset.js';
+import { newestFirst, type KeysetPosition } from './keyset.js';
 import type { Database, Domain, DomainStatus } from './types.js';
 
 type Executor = Kysely<Database> | Transaction<Database>;
 
 /** A tenant's domains, newest first, strictly before an optional (created_at, id); limit + 1 rows. */
 export async function listForTenant(db: Executor, tenantId: string, limit: number, before: KeysetPosition | null): Promise<Domain[]> {
-  return db
-    .selectFrom('domains')
-    .selectAll()
-    .where('tenant_id', '=', tenantId)
-    .$if(before !== null, (q) => q.where(olderThan('created_at', before!)))
-    .orderBy('created_at', 'desc')
-    .orderBy('id', 'desc')
-    .limit(limit + 1)
-    .execute();
+  return newestFirst(db.selectFrom('domains').selectAll().where('tenant_id', '=', tenantId), before, limit).execute();
 }
 
 export async function getForTenant(db: Executor, tenantId: string, id: string): Promise<Domain | undefined> {

@@ -6,22 +6,14 @@
  */
 import { sql, type Kysely, type Transaction } from 'kysely';
 import { removeReferences } from './blobs.repository.js';
-import { olderThan, type KeysetPosition } from './keyset.js';
+import { newestFirst, type KeysetPosition } from './keyset.js';
 import type { Database, User, UserRole, UserStatus } from './types.js';
 
 type Executor = Kysely<Database> | Transaction<Database>;
 
 /** A page of a tenant's users, newest first, after an optional (created_at, id) position; limit + 1 rows. */
 export async function listPage(db: Executor, tenantId: string, limit: number, before: KeysetPosition | null): Promise<User[]> {
-  return db
-    .selectFrom('users')
-    .selectAll()
-    .where('tenant_id', '=', tenantId)
-    .$if(before !== null, (q) => q.where(olderThan('created_at', before!)))
-    .orderBy('created_at', 'desc')
-    .orderBy('id', 'desc')
-    .limit(limit + 1)
-    .execute();
+  return newestFirst(db.selectFrom('users').selectAll().where('tenant_id', '=', tenantId), before, limit).execute();
 }
 
 export async function findInTenant(db: Executor, tenantId: string, id: string): Promise<User | undefined> {

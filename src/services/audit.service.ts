@@ -4,7 +4,7 @@
  */
 import type { Selectable } from 'kysely';
 import type { Db } from '../db/database.js';
-import { olderThan, type KeysetPosition } from '../db/keyset.js';
+import { newestFirst, type KeysetPosition } from '../db/keyset.js';
 import type { AuditLogsTable } from '../db/types.js';
 
 export type AuditRow = Omit<Selectable<AuditLogsTable>, 'tenant_id'>;
@@ -41,14 +41,10 @@ export class AuditService {
 
   /** A tenant's entries, newest first, after an optional (created_at, id) position; limit + 1 rows. */
   async list(tenantId: string, limit: number, before: KeysetPosition | null): Promise<AuditRow[]> {
-    return this.db
+    const query = this.db
       .selectFrom('audit_logs')
       .select(['id', 'actor_user_id', 'actor_email', 'action', 'target_type', 'target_id', 'ip', 'details', 'created_at'])
-      .where('tenant_id', '=', tenantId)
-      .$if(before !== null, (q) => q.where(olderThan('created_at', before!)))
-      .orderBy('created_at', 'desc')
-      .orderBy('id', 'desc')
-      .limit(limit + 1)
-      .execute();
+      .where('tenant_id', '=', tenantId);
+    return newestFirst(query, before, limit).execute();
   }
 }
