@@ -194,12 +194,10 @@ export async function createServer(config: Config, logger: Logger): Promise<Runn
 
 async function buildApi(config: Config, services: Services, logger: Logger, jobs: PgBoss): Promise<ReturnType<typeof createApiApp>['app']> {
   const lockout = { durationMs: config.LOGIN_LOCKOUT_MS, blockMs: config.LOGIN_LOCKOUT_MS };
-  const [accountLockout, ipLockout, signup, apiLimiter] = await Promise.all([
-    createLimiter(services.pool, { prefix: 'login_acct', points: config.LOGIN_MAX_FAILURES, ...lockout }),
-    createLimiter(services.pool, { prefix: 'login_ip', points: config.LOGIN_MAX_FAILURES_PER_IP, ...lockout }),
-    createLimiter(services.pool, { prefix: 'signup', points: config.SIGNUP_RATE_LIMIT_PER_HOUR, durationMs: 3600_000 }),
-    createLimiter(services.pool, { prefix: 'api', points: config.API_RATE_LIMIT_PER_MINUTE, durationMs: 60_000 }),
-  ]);
+  const accountLockout = createLimiter(services.pool, { prefix: 'login_acct', points: config.LOGIN_MAX_FAILURES, ...lockout });
+  const ipLockout = createLimiter(services.pool, { prefix: 'login_ip', points: config.LOGIN_MAX_FAILURES_PER_IP, ...lockout });
+  const signup = createLimiter(services.pool, { prefix: 'signup', points: config.SIGNUP_RATE_LIMIT_PER_HOUR, durationMs: 3600_000 });
+  const apiLimiter = createLimiter(services.pool, { prefix: 'api', points: config.API_RATE_LIMIT_PER_MINUTE, durationMs: 60_000 });
   const tokens = new TokenService(services.db, config.JWT_SECRET);
   const audit = new AuditService(services.db);
   const auth = new AuthService(services.db, services.accounts, tokens, audit, { accountLockout, ipLockout, signup }, config.SIGNUP_ENABLED);

@@ -12,6 +12,7 @@ import * as m0001 from './migrations/0001-initial.js';
 import * as m0002 from './migrations/0002-quota-ledger.js';
 import * as m0003 from './migrations/0003-inline-blobs.js';
 import * as m0004 from './migrations/0004-millisecond-timestamps.js';
+import * as m0005 from './migrations/0005-rate-limits.js';
 import type { Database } from './types.js';
 
 export type Db = Kysely<Database>;
@@ -25,6 +26,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0002-quota-ledger': m0002,
   '0003-inline-blobs': m0003,
   '0004-millisecond-timestamps': m0004,
+  '0005-rate-limits': m0005,
 };
 
 class StaticMigrationProvider implements MigrationProvider {

@@ -1,7 +1,7 @@
 /**
  * Rate limits and lockouts on rate-limiter-flexible's PostgreSQL store, so every process of a
- * split deployment counts the same attempts. One table (`rate_limits`) for all limiters, told
- * apart by key prefix.
+ * split deployment counts the same attempts. One table (`rate_limits`, created by migration 0005)
+ * for all limiters, told apart by key prefix.
  */
 import type pg from 'pg';
 import { RateLimiterPostgres, RateLimiterRes } from 'rate-limiter-flexible';
@@ -15,19 +15,15 @@ export interface Limiter {
   reset(key: string): Promise<void>;
 }
 
-export async function createLimiter(pool: pg.Pool, options: { prefix: string; points: number; durationMs: number; blockMs?: number }): Promise<Limiter> {
-  const limiter = await new Promise<RateLimiterPostgres>((resolve, reject) => {
-    const l: RateLimiterPostgres = new RateLimiterPostgres(
-      {
-        storeClient: pool,
-        tableName: 'rate_limits',
-        keyPrefix: options.prefix,
-        points: options.points,
-        duration: Math.ceil(options.durationMs / 1000),
-        blockDuration: options.blockMs === undefined ? 0 : Math.ceil(options.blockMs / 1000),
-      },
-      (err?: unknown) => (err ? reject(err instanceof Error ? err : new Error('rate limiter table could not be created')) : resolve(l)),
-    );
+export function createLimiter(pool: pg.Pool, options: { prefix: string; points: number; durationMs: number; blockMs?: number }): Limiter {
+  const limiter = new RateLimiterPostgres({
+    storeClient: pool,
+    tableName: 'rate_limits',
+    tableCreated: true,
+    keyPrefix: options.prefix,
+    points: options.points,
+    duration: Math.ceil(options.durationMs / 1000),
+    blockDuration: options.blockMs === undefined ? 0 : Math.ceil(options.blockMs / 1000),
   });
   const limited = (res: RateLimiterRes, message: string): AppError =>
     new AppError('rate_limited', message, { retryAfterSeconds: Math.ceil(res.msBeforeNext / 1000) });
