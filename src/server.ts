@@ -163,7 +163,7 @@ export async function createServer(config: Config, logger: Logger): Promise<Runn
     const jobs = config.ROLES.includes('api') || config.ROLES.includes('worker') ? await startJobQueue(config, services, logger) : null;
     if (jobs) stops.push(() => jobs.stop({ graceful: true, timeout: JOBS_STOP_TIMEOUT_MS }));
     if (config.ROLES.includes('api')) {
-      api = await buildApi(config, services, logger, jobs!);
+      api = buildApi(config, services, logger, jobs!);
       const http = await listen(api, config.BIND_HOST, config.API_PORT);
       ports.api = (http.address() as { port: number }).port;
       logger.info({ host: config.BIND_HOST, port: ports.api }, `API listening on http://${config.BIND_HOST}:${ports.api}`);
@@ -192,7 +192,7 @@ export async function createServer(config: Config, logger: Logger): Promise<Runn
   };
 }
 
-async function buildApi(config: Config, services: Services, logger: Logger, jobs: PgBoss): Promise<ReturnType<typeof createApiApp>['app']> {
+function buildApi(config: Config, services: Services, logger: Logger, jobs: PgBoss): ReturnType<typeof createApiApp>['app'] {
   const lockout = { durationMs: config.LOGIN_LOCKOUT_MS, blockMs: config.LOGIN_LOCKOUT_MS };
   const accountLockout = createLimiter(services.pool, { prefix: 'login_acct', points: config.LOGIN_MAX_FAILURES, ...lockout });
   const ipLockout = createLimiter(services.pool, { prefix: 'login_ip', points: config.LOGIN_MAX_FAILURES_PER_IP, ...lockout });
