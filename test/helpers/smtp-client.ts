@@ -117,12 +117,23 @@ export class RawSmtp {
 }
 
 /** Sends with nodemailer's SMTP client; resolves to the final reply line, rejects with it. */
-export async function sendWithNodemailer(port: number, message: { from: string; to: string | string[]; raw?: Buffer | string; subject?: string; text?: string }): Promise<string> {
+export interface NodemailerAttachment {
+  filename: string;
+  content: Buffer;
+  contentType: string;
+}
+
+export async function sendWithNodemailer(
+  port: number,
+  message: { from: string; to: string | string[]; raw?: Buffer | string; subject?: string; text?: string; attachments?: NodemailerAttachment[] },
+): Promise<string> {
   const transport = nodemailer.createTransport({ host: '127.0.0.1', port, secure: false, ignoreTLS: true, name: 'client.test' });
   try {
     const info = (await transport.sendMail({
       envelope: { from: message.from, to: message.to },
-      ...(message.raw ? { raw: message.raw } : { from: message.from, to: message.to, subject: message.subject ?? 'test', text: message.text ?? 'hello' }),
+      ...(message.raw
+        ? { raw: message.raw }
+        : { from: message.from, to: message.to, subject: message.subject ?? 'test', text: message.text ?? 'hello', attachments: message.attachments ?? [] }),
     })) as { response: string };
     return info.response;
   } finally {

@@ -14,21 +14,13 @@ import { createServer } from '../../src/server.js';
 import { startDnsServer, type DnsServer } from '../helpers/dns-server.js';
 import { startTestServer, tempDir, testEnv, type TestServer } from '../helpers/harness.js';
 import { call } from '../helpers/http.js';
+import type { DnsRecord, RecordKey } from '../../src/services/domain-records.js';
 
 const MAIL_HOSTNAME = 'mx.test.local';
 const PASSWORD = 'correct horse battery';
 const POLL_LIMIT_MS = 20_000;
 
-type RecordKey = 'mx' | 'spf' | 'dkim' | 'dmarc' | 'verification';
-interface DnsRecordBody {
-  record: RecordKey;
-  type: 'MX' | 'TXT';
-  host: string;
-  value: string;
-  priority?: number;
-  required: boolean;
-  purpose: string;
-}
+type DnsRecordBody = DnsRecord;
 interface RecordCheckBody {
   status: 'ok' | 'missing' | 'mismatch' | 'error';
   host: string;

@@ -8,7 +8,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
-import nodemailer from 'nodemailer';
 import { readAll } from '../../src/blobs/blob-store.js';
 import { startTestServer, type TestServer } from '../helpers/harness.js';
 import type { ApiResponse } from '../helpers/http.js';
@@ -34,20 +33,14 @@ const api = <T = UserBody>(method: string, path: string, token?: string, body?: 
 const createUser = (tenant: ApiTenant, body?: Record<string, unknown>): Promise<UserBody> => h.createUser(tenant, body);
 
 /** Sends a message over SMTP (nodemailer), optionally with an attachment; returns the final reply. */
-async function sendMail(to: string | string[], subject: string, attachment?: Buffer): Promise<string> {
-  const transport = nodemailer.createTransport({ host: '127.0.0.1', port: t.smtpPort, secure: false, ignoreTLS: true, name: 'client.test' });
-  try {
-    const info = (await transport.sendMail({
-      from: 'sender@example.org',
-      to,
-      subject,
-      text: `body of ${subject}`,
-      attachments: attachment ? [{ filename: 'data.bin', content: attachment, contentType: 'application/octet-stream' }] : [],
-    })) as { response: string };
-    return info.response;
-  } finally {
-    transport.close();
-  }
+function sendMail(to: string | string[], subject: string, attachment?: Buffer): Promise<string> {
+  return sendWithNodemailer(t.smtpPort, {
+    from: 'sender@example.org',
+    to,
+    subject,
+    text: `body of ${subject}`,
+    attachments: attachment ? [{ filename: 'data.bin', content: attachment, contentType: 'application/octet-stream' }] : [],
+  });
 }
 
 describe('quota usage', () => {

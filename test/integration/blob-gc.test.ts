@@ -13,7 +13,6 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { sql } from 'kysely';
-import nodemailer from 'nodemailer';
 import { blobKey, readAll, STAGING_PREFIX } from '../../src/blobs/blob-store.js';
 import { addReferences, removeReferences } from '../../src/db/blobs.repository.js';
 import { seedMailbox, startTestServer, type TestServer } from '../helpers/harness.js';
@@ -70,20 +69,14 @@ async function stagedKeys(): Promise<Set<string>> {
   return keys;
 }
 
-async function sendWithAttachment(to: string, subject: string, content: Buffer): Promise<string> {
-  const transport = nodemailer.createTransport({ host: '127.0.0.1', port: t.smtpPort, secure: false, ignoreTLS: true, name: 'client.test' });
-  try {
-    const info = (await transport.sendMail({
-      from: 'sender@example.org',
-      to,
-      subject,
-      text: 'see attached',
-      attachments: [{ filename: 'report.bin', content, contentType: 'application/octet-stream' }],
-    })) as { response: string };
-    return info.response;
-  } finally {
-    transport.close();
-  }
+function sendWithAttachment(to: string, subject: string, content: Buffer): Promise<string> {
+  return sendWithNodemailer(t.smtpPort, {
+    from: 'sender@example.org',
+    to,
+    subject,
+    text: 'see attached',
+    attachments: [{ filename: 'report.bin', content, contentType: 'application/octet-stream' }],
+  });
 }
 
 /** A multipart message with one base64 attachment, byte for byte the same on every call. */
