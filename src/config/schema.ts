@@ -20,6 +20,39 @@ const dnsServer = z
   .string()
   .regex(/^(\d{1,3}(\.\d{1,3}){3}(:\d{1,5})?|\[[0-9a-fA-F:]+\](:\d{1,5})?|[0-9a-fA-F:]+)$/, 'must be an IP address, optionally with :port');
 
+/** A duration such as `500ms`, `30s`, `5m`, `4h`, `3d`, or a plain number of milliseconds. */
+export function parseDuration(v: string): number | null {
+  const m = /^(\d+)(ms|s|m|h|d)?$/.exec(v.trim());
+  if (!m) return null;
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[(m[2] ?? 'ms') as 'ms'];
+  return Number(m[1]) * unit;
+}
+const duration = z.string().transform((v, ctx) => {
+  const ms = parseDuration(v);
+  if (ms === null) {
+    ctx.addIssue({ code: 'custom', message: 'must be a duration such as 30s, 5m, 4h or 3d' });
+    return z.NEVER;
+  }
+  return ms;
+});
+const durationList = csv.pipe(z.array(z.string())).transform((items, ctx) => {
+  const out: number[] = [];
+  for (const item of items) {
+    const ms = parseDuration(item);
+    if (ms === null || ms <= 0) {
+      ctx.addIssue({ code: 'custom', message: `"${item}" is not a positive duration such as 5m, 1h or 4h` });
+      return z.NEVER;
+    }
+    out.push(ms);
+  }
+  if (out.length === 0) {
+    ctx.addIssue({ code: 'custom', message: 'must list at least one duration' });
+    return z.NEVER;
+  }
+  return out;
+});
+const httpBaseUrl = z.url({ message: 'must be an http(s) URL' }).refine((u) => /^https?:\/\//.test(u), 'must be an http(s) URL').transform((u) => u.replace(/\/+$/, ''));
+
 export const ROLES = ['api', 'smtp', 'worker'] as const;
 export type Role = (typeof ROLES)[number];
 
@@ -84,6 +117,50 @@ export const configSchema = z
     API_RATE_LIMIT_PER_MINUTE: positiveInt.default(600),
     SIGNUP_RATE_LIMIT_PER_HOUR: positiveInt.default(20),
 
+    // --- sending ---
+    // AUTH is offered on SMTP_PORT too (after STARTTLS), as the original deployment did
+    SMTP_AUTH_ON_MX: bool.default(true),
+    // messages per user that leave the server (local deliveries and bounces do not count)
+    SEND_LIMIT_PER_HOUR: positiveInt.default(300),
+    SEND_LIMIT_PER_DAY: positiveInt.default(2000),
+    MAX_ATTACHMENTS: positiveInt.default(20),
+    OUTBOUND_RETRY_SCHEDULE: durationList.prefault('5m,10m,30m,1h,2h,4h'),
+    OUTBOUND_MAX_AGE: duration.prefault('3d'),
+    OUTBOUND_DELAY_WARNING: duration.prefault('4h'),
+    OUTBOUND_CONCURRENCY: positiveInt.default(8),
+    OUTBOUND_POLL_INTERVAL: duration.prefault('1s'),
+    OUTBOUND_LEASE: duration.prefault('10m'),
+    OUTBOUND_TIMEOUT: duration.prefault('60s'),
+    // extra CA certificates (PEM) trusted for outbound TLS, for relays with a private CA
+    OUTBOUND_TLS_CA_FILE: z.string().min(1).optional(),
+    RELAY_URL: z
+      .string()
+      .regex(/^smtps?:\/\/[^\s]+$/, 'must be smtp://user:pass@host:port or smtps://...')
+      .optional(),
+    DIRECT_DELIVERY: bool.default(false),
+    // the port remote MX hosts are contacted on (25; tests point it at a local server)
+    DIRECT_DELIVERY_PORT: port.default(25),
+    ALLOW_PRIVATE_RELAY_HOSTS: bool.default(false),
+    SENDGRID_API_URL: httpBaseUrl.default('https://api.sendgrid.com'),
+    MAILGUN_API_URL: httpBaseUrl.default('https://api.mailgun.net'),
+    MAILGUN_EU_API_URL: httpBaseUrl.default('https://api.eu.mailgun.net'),
+    // SES endpoint; unset = the AWS endpoint of the provider's region
+    SES_API_URL: httpBaseUrl.optional(),
+    MSGRAPH_API_URL: httpBaseUrl.default('https://graph.microsoft.com'),
+    MSGRAPH_LOGIN_URL: httpBaseUrl.default('https://login.microsoftonline.com'),
+    // where SNS signing certificates may be fetched from (SES delivery events)
+    SNS_CERT_URL_PATTERN: z
+      .string()
+      .refine((v) => {
+        try {
+          new RegExp(v);
+          return true;
+        } catch {
+          return false;
+        }
+      }, 'must be a regular expression')
+      .default('^https://sns\\.[a-z0-9-]+\\.amazonaws\\.com(\\.cn)?/'),
+
     JWT_SECRET: z.string().min(32, 'must be at least 32 characters').optional(),
     SECRETS_KEY: z
       .string()
@@ -111,4 +188,4 @@ export const configSchema = z
 export type RawConfig = z.infer<typeof configSchema>;
 
 /** The variables whose values config:print and the logs never show. */
-export const SECRET_KEYS: ReadonlySet<string> = new Set(['JWT_SECRET', 'SECRETS_KEY', 'AZURE_STORAGE_CONNECTION_STRING', 'DATABASE_URL']);
+export const SECRET_KEYS: ReadonlySet<string> = new Set(['JWT_SECRET', 'SECRETS_KEY', 'AZURE_STORAGE_CONNECTION_STRING', 'DATABASE_URL', 'RELAY_URL']);

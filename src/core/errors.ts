@@ -27,6 +27,12 @@ export const ERROR_CODES = [
   'storage_unavailable',
   'database_unavailable',
   'dns_unavailable',
+  // sending (submission, API send)
+  'auth_required',
+  'encryption_required',
+  'sender_not_allowed',
+  'domain_not_verified',
+  'bad_header',
   // management (API)
   'not_found',
   'conflict',
@@ -79,6 +85,11 @@ function defaultKind(code: ErrorCode): ErrorKind {
       return 'temporary';
     case 'internal':
       return 'bug';
+    case 'auth_required':
+    case 'encryption_required':
+    case 'sender_not_allowed':
+    case 'domain_not_verified':
+    case 'bad_header':
     case 'mailbox_not_found':
     case 'mailbox_disabled':
     case 'relay_denied':

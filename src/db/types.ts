@@ -169,6 +169,111 @@ export interface AuditLogsTable {
   created_at: Generated<Date>;
 }
 
+export type SubmissionSource = 'smtp' | 'api' | 'webmail' | 'dsn';
+export type SubmissionStatus = 'draft' | 'submitted';
+/** The closed set of states of one outbound recipient (API.md "Mails"). */
+export const OUTBOUND_STATUSES = ['queued', 'sending', 'sent', 'deferred', 'bounced'] as const;
+export type OutboundStatus = (typeof OUTBOUND_STATUSES)[number];
+export type OutboundKind = 'mail' | 'dsn';
+export type ProviderType = 'sendgrid' | 'ses' | 'mailgun' | 'smtp' | 'msgraph';
+
+export interface SubmissionsTable {
+  id: Generated<string>;
+  tenant_id: string;
+  user_id: string | null;
+  source: SubmissionSource;
+  status: SubmissionStatus;
+  /** The envelope sender; '' is the null sender of bounces. */
+  mail_from: Generated<string>;
+  from_address: Generated<string>;
+  subject: Generated<string>;
+  to_addresses: Json<string[]>;
+  cc_addresses: Json<string[]>;
+  bcc_addresses: Json<string[]>;
+  message_id: string | null;
+  draft: Json<unknown> | null;
+  stored_message_id: string | null;
+  raw_blob_key: string | null;
+  raw_size: Int8 | null;
+  headers_prefix: Generated<string>;
+  created_at: Generated<Date>;
+  submitted_at: Timestamp | null;
+}
+
+/** One entry of outbound.attempt_log: what one delivery attempt did. */
+export interface AttemptLogEntry {
+  at: string;
+  route: string;
+  outcome: 'sent' | 'deferred' | 'bounced' | 'fallback';
+  reply: string;
+}
+
+export interface OutboundTable {
+  id: Generated<string>;
+  tenant_id: string;
+  user_id: string | null;
+  message_id: string | null;
+  submission_id: string | null;
+  kind: Generated<OutboundKind>;
+  raw_blob_key: string;
+  mail_from: string;
+  rcpt_to: string;
+  status: Generated<OutboundStatus>;
+  route: string | null;
+  attempts: Generated<number>;
+  next_attempt_at: Generated<Date>;
+  locked_until: Timestamp | null;
+  last_attempt_at: Timestamp | null;
+  sent_at: Timestamp | null;
+  last_reply: string | null;
+  provider_id: string | null;
+  provider_message_id: string | null;
+  attempt_log: ColumnType<AttemptLogEntry[], string | undefined, string>;
+  last_event: string | null;
+  delay_warned_at: Timestamp | null;
+  bounce_submission_id: string | null;
+  created_at: Generated<Date>;
+  updated_at: Generated<Date>;
+}
+
+export interface DeliveryEventsTable {
+  id: Generated<string>;
+  tenant_id: string;
+  outbound_id: string | null;
+  provider: string;
+  event: string;
+  payload: Json<unknown>;
+  occurred_at: Generated<Date>;
+  created_at: Generated<Date>;
+}
+
+export interface SmtpSettingsTable {
+  user_id: string;
+  tenant_id: string;
+  host: string;
+  port: number;
+  secure: boolean;
+  username: string;
+  password_enc: string;
+  updated_at: Generated<Date>;
+  updated_by: string | null;
+}
+
+export interface ProvidersTable {
+  id: Generated<string>;
+  tenant_id: string;
+  name: string;
+  provider_type: ProviderType;
+  enabled: Generated<boolean>;
+  priority: Generated<number>;
+  /** Non-secret settings (region, domain, sender, ...), returned by the API. */
+  settings: Json<Record<string, unknown>>;
+  /** SecretBox-sealed JSON of the credentials: write-only. */
+  credentials_enc: string;
+  created_at: Generated<Date>;
+  updated_at: Generated<Date>;
+}
+
 export interface Database {
   tenants: TenantsTable;
   users: UsersTable;
@@ -181,6 +286,11 @@ export interface Database {
   quota_charges: QuotaChargesTable;
   refresh_tokens: RefreshTokensTable;
   audit_logs: AuditLogsTable;
+  submissions: SubmissionsTable;
+  outbound: OutboundTable;
+  delivery_events: DeliveryEventsTable;
+  smtp_settings: SmtpSettingsTable;
+  providers: ProvidersTable;
 }
 
 export type Tenant = Selectable<TenantsTable>;
@@ -191,3 +301,8 @@ export type Folder = Selectable<FoldersTable>;
 export type Message = Selectable<MessagesTable>;
 export type Attachment = Selectable<AttachmentsTable>;
 export type NewMessage = Insertable<MessagesTable>;
+export type Submission = Selectable<SubmissionsTable>;
+export type Outbound = Selectable<OutboundTable>;
+export type DeliveryEvent = Selectable<DeliveryEventsTable>;
+export type SmtpSettings = Selectable<SmtpSettingsTable>;
+export type Provider = Selectable<ProvidersTable>;

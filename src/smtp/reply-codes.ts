@@ -34,6 +34,12 @@ export const SMTP_REPLIES: Record<ErrorCode, SmtpReply> = {
   unauthorized: { code: 535, enhanced: '5.7.8' },
   account_suspended: { code: 535, enhanced: '5.7.8' },
   forbidden: { code: 550, enhanced: '5.7.1' },
+  auth_required: { code: 530, enhanced: '5.7.0' },
+  // RFC 4954 §6: encryption required for the requested authentication mechanism
+  encryption_required: { code: 538, enhanced: '5.7.11' },
+  sender_not_allowed: { code: 553, enhanced: '5.7.1' },
+  domain_not_verified: { code: 553, enhanced: '5.7.1' },
+  bad_header: { code: 550, enhanced: '5.6.0' },
   // management errors never come out of an SMTP handler; if one did, it is not the sender's fault
   not_found: TEMPFAIL,
   conflict: TEMPFAIL,
