@@ -27,7 +27,7 @@ import { AuthService } from './services/auth.service.js';
 import { BlobCollector } from './services/blob-gc.service.js';
 import { BlobReader } from './services/blob-reader.service.js';
 import { QuotaFolder } from './services/quota.service.js';
-import { createDnsResolver } from './services/dns-resolver.js';
+import { createDnsResolver, type DnsResolve } from './services/dns-resolver.js';
 import { createDomainQueues, DomainVerifier } from './services/domain-verification.service.js';
 import { DomainsService } from './services/domains.service.js';
 import { InboundAuthService } from './services/inbound-auth.service.js';
@@ -36,10 +36,24 @@ import { MessagesService } from './services/messages.service.js';
 import { RecipientService } from './services/recipient.service.js';
 import { createLimiter } from './services/rate-limit.service.js';
 import { SecretBox } from './services/secret-box.js';
+import { SmtpSettingsService } from './services/smtp-settings.service.js';
+import { ProvidersService } from './services/providers.service.js';
 import { TokenService } from './services/token.service.js';
 import { UsersService } from './services/users.service.js';
+import { MailsService } from './services/mails.service.js';
+import { DeliveryEventsService } from './services/delivery-events.service.js';
+import { MailgunWebhook } from './delivery/webhooks/mailgun.js';
+import { SendgridWebhook } from './delivery/webhooks/sendgrid.js';
+import { SesWebhook } from './delivery/webhooks/ses.js';
+import { SnsVerifier } from './delivery/webhooks/sns.js';
 import { loadTlsMaterial } from './services/tls-material.service.js';
-import { startMxServer, type RunningSmtpServer } from './smtp/mx.server.js';
+import { startSmtpServer, type ListenerKind, type RunningSmtpServer } from './smtp/smtp.server.js';
+import { SubmissionService } from './services/submission.service.js';
+import { DkimSigner } from './delivery/dkim-signer.js';
+import { OutboundQueue } from './delivery/queue.js';
+import { RoutePlanner } from './delivery/routes.js';
+import { createMxTransport } from './delivery/transports/mx.transport.js';
+import { createSmtpTransport, parseRelayUrl } from './delivery/transports/smtp.transport.js';
 
 export interface Services {
   db: Db;
@@ -57,6 +71,15 @@ export interface Services {
   quota: QuotaFolder;
   /** Domain DNS checks (worker role, through pg-boss). */
   domainVerifier: DomainVerifier;
+  /** The one send path (SMTP submission, API, webmail). */
+  submission: SubmissionService;
+  /** Outbound delivery (started by the worker role). */
+  queue: OutboundQueue;
+  audit: AuditService;
+  /** Per-user SMTP relays: the API manages them, the delivery queue sends through them. */
+  smtpSettings: SmtpSettingsService;
+  /** Tenants' ESP providers: the API manages them, the delivery queue sends through them. */
+  providers: ProvidersService;
 }
 
 export interface RunningServer {
@@ -64,7 +87,7 @@ export interface RunningServer {
   /** The HTTP app, when the api role runs (tests list its routes). */
   api?: Express;
   /** Ports actually bound, by listener. */
-  ports: { api?: number; smtp?: number };
+  ports: { api?: number; smtp?: number; submission?: number; smtps?: number };
   stop(): Promise<void>;
 }
 
@@ -94,6 +117,11 @@ export async function openServices(
     const resolver = createDnsResolver({ servers: config.DNS_SERVERS, timeoutMs: config.DNS_TIMEOUT_MS });
     const auth = new InboundAuthService(resolver, config.MAIL_HOSTNAME);
     const blobReader = new BlobReader(db, blobs);
+    const ingest = new IngestService(db, blobs, auth, config.MAIL_HOSTNAME, config.BLOB_INLINE_MAX_BYTES, logger);
+    const sendLimits = {
+      hour: createLimiter(pool, { prefix: 'send_hour', points: config.SEND_LIMIT_PER_HOUR, durationMs: 3600_000 }),
+      day: createLimiter(pool, { prefix: 'send_day', points: config.SEND_LIMIT_PER_DAY, durationMs: 86_400_000 }),
+    };
     const services: Services = {
       db,
       pool,
@@ -102,15 +130,36 @@ export async function openServices(
       blobReader,
       accounts: new AccountsService(db, new SecretBox(config.SECRETS_KEY), config.DEFAULT_QUOTA_MB),
       messages: new MessagesService(db, blobReader),
-      ingest: new IngestService(db, blobs, auth, config.MAIL_HOSTNAME, config.BLOB_INLINE_MAX_BYTES, logger),
+      ingest,
       recipients: new RecipientService(db),
       collector: new BlobCollector(db, blobs, config.BLOB_GC_GRACE_MS, logger),
       quota: new QuotaFolder(db, logger),
       domainVerifier: new DomainVerifier(db, resolver, new AuditService(db), config.MAIL_HOSTNAME, logger),
+      submission: new SubmissionService(
+        db,
+        ingest,
+        sendLimits,
+        {
+          hostname: config.MAIL_HOSTNAME,
+          maxBytes: config.MAX_MESSAGE_SIZE,
+          maxReceived: config.SMTP_MAX_RECEIVED_HEADERS,
+          maxRecipients: config.MAX_RECIPIENTS,
+          limitPerHour: config.SEND_LIMIT_PER_HOUR,
+          limitPerDay: config.SEND_LIMIT_PER_DAY,
+        },
+        logger,
+      ),
+      audit: new AuditService(db),
+      smtpSettings: buildSmtpSettings(config, db),
+      providers: buildProviders(config, db, logger),
+      queue: undefined as unknown as OutboundQueue,
     };
+    services.queue = buildQueue(config, services, resolver, logger);
     return {
       services,
       async close() {
+        services.smtpSettings.close();
+        services.providers.close();
         await blobs.close();
         await db.destroy();
         await embedded?.stop();
@@ -129,6 +178,7 @@ export async function createServer(config: Config, logger: Logger): Promise<Runn
   const stops: (() => Promise<void>)[] = [];
   const ports: RunningServer['ports'] = {};
   let api: Express | undefined;
+  const auth = buildAuth(config, services);
   try {
     if (config.ROLES.includes('smtp')) {
       const tls = await loadTlsMaterial({
@@ -138,32 +188,41 @@ export async function createServer(config: Config, logger: Logger): Promise<Runn
         hostname: config.MAIL_HOSTNAME,
         logger,
       });
-      const mx: RunningSmtpServer = await startMxServer(
-        {
-          host: config.BIND_HOST,
-          port: config.SMTP_PORT,
-          hostname: config.MAIL_HOSTNAME,
-          maxMessageBytes: config.MAX_MESSAGE_SIZE,
-          maxRecipients: config.MAX_RECIPIENTS,
-          maxConnections: config.SMTP_MAX_CONNECTIONS,
-          maxConnectionsPerIp: config.SMTP_MAX_CONNECTIONS_PER_IP,
-          idleTimeoutMs: config.SMTP_IDLE_TIMEOUT_MS,
-          sessionMaxMs: config.SMTP_SESSION_MAX_MS,
-          shutdownGraceMs: config.SMTP_SHUTDOWN_GRACE_MS,
-          maxReceivedHeaders: config.SMTP_MAX_RECEIVED_HEADERS,
-          verifyInbound: config.INBOUND_AUTH_ENABLED,
-          tls,
-        },
-        { ingest: services.ingest, recipients: services.recipients, logger },
-      );
-      ports.smtp = mx.port;
-      stops.push(() => mx.stop());
+      const listeners: [ListenerKind, number][] = [
+        ['mx', config.SMTP_PORT],
+        ['submission', config.SUBMISSION_PORT],
+        ['smtps', config.SMTPS_PORT],
+      ];
+      for (const [kind, port] of listeners) {
+        const listener: RunningSmtpServer = await startSmtpServer(
+          {
+            kind,
+            authOnMx: config.SMTP_AUTH_ON_MX,
+            host: config.BIND_HOST,
+            port,
+            hostname: config.MAIL_HOSTNAME,
+            maxMessageBytes: config.MAX_MESSAGE_SIZE,
+            maxRecipients: config.MAX_RECIPIENTS,
+            maxConnections: config.SMTP_MAX_CONNECTIONS,
+            maxConnectionsPerIp: config.SMTP_MAX_CONNECTIONS_PER_IP,
+            idleTimeoutMs: config.SMTP_IDLE_TIMEOUT_MS,
+            sessionMaxMs: config.SMTP_SESSION_MAX_MS,
+            shutdownGraceMs: config.SMTP_SHUTDOWN_GRACE_MS,
+            maxReceivedHeaders: config.SMTP_MAX_RECEIVED_HEADERS,
+            verifyInbound: config.INBOUND_AUTH_ENABLED,
+            tls,
+          },
+          { ingest: services.ingest, recipients: services.recipients, submission: services.submission, auth: auth.auth, logger },
+        );
+        ports[kind === 'mx' ? 'smtp' : kind] = listener.port;
+        stops.push(() => listener.stop());
+      }
     }
     // the job queue: the api sends to it, the worker works it (any process may do either)
     const jobs = config.ROLES.includes('api') || config.ROLES.includes('worker') ? await startJobQueue(config, services, logger) : null;
     if (jobs) stops.push(() => jobs.stop({ graceful: true, timeout: JOBS_STOP_TIMEOUT_MS }));
     if (config.ROLES.includes('api')) {
-      api = buildApi(config, services, logger, jobs!);
+      api = buildApi(config, services, logger, jobs!, auth);
       const http = await listen(api, config.BIND_HOST, config.API_PORT);
       ports.api = (http.address() as { port: number }).port;
       logger.info({ host: config.BIND_HOST, port: ports.api }, `API listening on http://${config.BIND_HOST}:${ports.api}`);
@@ -175,6 +234,9 @@ export async function createServer(config: Config, logger: Logger): Promise<Runn
       services.quota.start();
       stops.push(() => services.quota.stop());
       await services.domainVerifier.startWorker(jobs!);
+      services.submission.onQueued = () => services.queue.wake();
+      services.queue.start();
+      stops.push(() => services.queue.stop());
     }
   } catch (err) {
     await stopAll(stops, logger);
@@ -192,15 +254,105 @@ export async function createServer(config: Config, logger: Logger): Promise<Runn
   };
 }
 
-function buildApi(config: Config, services: Services, logger: Logger, jobs: PgBoss): ReturnType<typeof createApiApp>['app'] {
+/** Per-user SMTP settings: the host guard policy, our EHLO name, and RELAY_URL's host for display. */
+function buildSmtpSettings(config: Config, db: Db): SmtpSettingsService {
+  const relay = config.RELAY_URL ? parseRelayUrl(config.RELAY_URL) : null;
+  return new SmtpSettingsService(db, new SecretBox(config.SECRETS_KEY), new AuditService(db), {
+    allowPrivateHosts: config.ALLOW_PRIVATE_RELAY_HOSTS,
+    heloName: config.MAIL_HOSTNAME,
+    timeoutMs: config.OUTBOUND_TIMEOUT,
+    ca: config.OUTBOUND_TLS_CA_FILE ? [readFileSync(config.OUTBOUND_TLS_CA_FILE, 'utf8')] : undefined,
+    globalRelay: relay ? { host: relay.host, port: relay.port, secure: relay.secure } : null,
+  });
+}
+
+/** Tenants' ESP providers: API base URLs, deadline and SMTP host policy from operator config only. */
+function buildProviders(config: Config, db: Db, logger: Logger): ProvidersService {
+  return new ProvidersService(
+    db,
+    new SecretBox(config.SECRETS_KEY),
+    new AuditService(db),
+    {
+      timeoutMs: config.OUTBOUND_TIMEOUT,
+      urls: {
+        sendgrid: config.SENDGRID_API_URL,
+        mailgun: config.MAILGUN_API_URL,
+        mailgunEu: config.MAILGUN_EU_API_URL,
+        ses: config.SES_API_URL,
+        msgraph: config.MSGRAPH_API_URL,
+        msgraphLogin: config.MSGRAPH_LOGIN_URL,
+      },
+      smtp: {
+        heloName: config.MAIL_HOSTNAME,
+        ca: config.OUTBOUND_TLS_CA_FILE ? [readFileSync(config.OUTBOUND_TLS_CA_FILE, 'utf8')] : undefined,
+        allowPrivate: config.ALLOW_PRIVATE_RELAY_HOSTS,
+      },
+    },
+    logger,
+  );
+}
+
+/** The delivery queue and its routes: per-user relay → tenant providers → RELAY_URL → direct MX. */
+function buildQueue(config: Config, services: Services, resolver: DnsResolve, logger: Logger): OutboundQueue {
+  const ca = config.OUTBOUND_TLS_CA_FILE ? [readFileSync(config.OUTBOUND_TLS_CA_FILE, 'utf8')] : undefined;
+  const relay = config.RELAY_URL ? parseRelayUrl(config.RELAY_URL) : null;
+  const routes = new RoutePlanner({
+    userRelays: services.smtpSettings,
+    providers: services.providers,
+    globalRelay: relay
+      ? createSmtpTransport({ route: 'relay', ...relay, heloName: config.MAIL_HOSTNAME, timeoutMs: config.OUTBOUND_TIMEOUT, ca })
+      : null,
+    mx: config.DIRECT_DELIVERY
+      ? createMxTransport({
+          resolve: resolver,
+          port: config.DIRECT_DELIVERY_PORT,
+          heloName: config.MAIL_HOSTNAME,
+          timeoutMs: config.OUTBOUND_TIMEOUT,
+          allowPrivate: config.ALLOW_PRIVATE_RELAY_HOSTS,
+        })
+      : null,
+  });
+  return new OutboundQueue(
+    services.db,
+    services.blobReader,
+    services.ingest,
+    services.recipients,
+    routes,
+    new DkimSigner(services.db, new SecretBox(config.SECRETS_KEY), logger),
+    {
+      hostname: config.MAIL_HOSTNAME,
+      concurrency: config.OUTBOUND_CONCURRENCY,
+      pollIntervalMs: config.OUTBOUND_POLL_INTERVAL,
+      leaseMs: config.OUTBOUND_LEASE,
+      retrySchedule: config.OUTBOUND_RETRY_SCHEDULE,
+      maxAgeMs: config.OUTBOUND_MAX_AGE,
+      delayWarningMs: config.OUTBOUND_DELAY_WARNING,
+      maxBytes: config.MAX_MESSAGE_SIZE,
+      maxReceived: config.SMTP_MAX_RECEIVED_HEADERS,
+    },
+    logger,
+  );
+}
+
+/** Login checks and lockouts, shared by the API and SMTP AUTH (one set of counters). */
+function buildAuth(config: Config, services: Services): { auth: AuthService; tokens: TokenService; audit: AuditService } {
   const lockout = { durationMs: config.LOGIN_LOCKOUT_MS, blockMs: config.LOGIN_LOCKOUT_MS };
   const accountLockout = createLimiter(services.pool, { prefix: 'login_acct', points: config.LOGIN_MAX_FAILURES, ...lockout });
   const ipLockout = createLimiter(services.pool, { prefix: 'login_ip', points: config.LOGIN_MAX_FAILURES_PER_IP, ...lockout });
   const signup = createLimiter(services.pool, { prefix: 'signup', points: config.SIGNUP_RATE_LIMIT_PER_HOUR, durationMs: 3600_000 });
-  const apiLimiter = createLimiter(services.pool, { prefix: 'api', points: config.API_RATE_LIMIT_PER_MINUTE, durationMs: 60_000 });
   const tokens = new TokenService(services.db, config.JWT_SECRET);
-  const audit = new AuditService(services.db);
-  const auth = new AuthService(services.db, services.accounts, tokens, audit, { accountLockout, ipLockout, signup }, config.SIGNUP_ENABLED);
+  const audit = services.audit;
+  return { auth: new AuthService(services.db, services.accounts, tokens, audit, { accountLockout, ipLockout, signup }, config.SIGNUP_ENABLED), tokens, audit };
+}
+
+function buildApi(
+  config: Config,
+  services: Services,
+  logger: Logger,
+  jobs: PgBoss,
+  { auth, tokens, audit }: ReturnType<typeof buildAuth>,
+): ReturnType<typeof createApiApp>['app'] {
+  const apiLimiter = createLimiter(services.pool, { prefix: 'api', points: config.API_RATE_LIMIT_PER_MINUTE, durationMs: 60_000 });
   return createApiApp({
     db: services.db,
     blobs: services.blobs,
@@ -211,12 +363,39 @@ function buildApi(config: Config, services: Services, logger: Logger, jobs: PgBo
     accounts: services.accounts,
     domains: new DomainsService(services.db, services.accounts, new SecretBox(config.SECRETS_KEY), audit, jobs, config.MAIL_HOSTNAME),
     users: new UsersService(services.db, services.accounts, tokens, audit),
+    mails: new MailsService(
+      services.db,
+      services.ingest,
+      services.submission,
+      services.blobReader,
+      {
+        maxMessageBytes: config.MAX_MESSAGE_SIZE,
+        maxRecipients: config.MAX_RECIPIENTS,
+        maxAttachments: config.MAX_ATTACHMENTS,
+        maxReceivedHeaders: config.SMTP_MAX_RECEIVED_HEADERS,
+      },
+      logger,
+    ),
+    deliveryEvents: buildDeliveryEvents(config, services, logger),
+    smtpSettings: services.smtpSettings,
+    providers: services.providers,
     apiLimiter,
     corsOrigins: config.CORS_ORIGINS,
     bodyLimitBytes: config.API_BODY_LIMIT_BYTES,
     trustProxy: config.TRUST_PROXY,
     version: PACKAGE_VERSION,
   }).app;
+}
+
+/** ESP delivery webhooks: one signature receiver per provider type. */
+function buildDeliveryEvents(config: Config, services: Services, logger: Logger): DeliveryEventsService {
+  const sns = new SnsVerifier({ certUrlPattern: new RegExp(config.SNS_CERT_URL_PATTERN) });
+  return new DeliveryEventsService(services.db, new SecretBox(config.SECRETS_KEY), {
+    receivers: { sendgrid: new SendgridWebhook(), mailgun: new MailgunWebhook(), ses: new SesWebhook(sns) },
+    logger,
+    // a bounce reported after the hand-over reaches the sender like any other
+    onBounced: (outboundId, reply) => services.queue.notifyLateBounce(outboundId, reply),
+  });
 }
 
 /** pg-boss on the same database with its own small pool; maintenance and cron only where the worker runs. */

@@ -21,6 +21,10 @@ import type { DomainsService } from '../services/domains.service.js';
 import type { Limiter } from '../services/rate-limit.service.js';
 import type { TokenService } from '../services/token.service.js';
 import type { UsersService } from '../services/users.service.js';
+import type { MailsService } from '../services/mails.service.js';
+import type { DeliveryEventsService } from '../services/delivery-events.service.js';
+import type { SmtpSettingsService } from '../services/smtp-settings.service.js';
+import type { ProvidersService } from '../services/providers.service.js';
 import { bearerClaims, createAuthenticate } from './middleware/authenticate.js';
 import { createErrorHandler } from './middleware/errors.js';
 import { buildOpenApi, docsPage, DOCS_CSS, DOCS_JS } from './openapi.js';
@@ -29,6 +33,10 @@ import { registerAuditRoutes } from './routes/audit.routes.js';
 import { registerAuthRoutes } from './routes/auth.routes.js';
 import { registerDomainRoutes } from './routes/domains.routes.js';
 import { registerUserRoutes } from './routes/users.routes.js';
+import { registerMailRoutes } from './routes/mails.routes.js';
+import { registerWebhookRoutes, WEBHOOKS_PATH } from './routes/webhooks.routes.js';
+import { registerSmtpSettingsRoutes } from './routes/smtp-settings.routes.js';
+import { registerProviderRoutes } from './routes/providers.routes.js';
 
 export interface ApiDeps {
   db: Db;
@@ -40,6 +48,10 @@ export interface ApiDeps {
   accounts: AccountsService;
   domains: DomainsService;
   users: UsersService;
+  mails: MailsService;
+  deliveryEvents: DeliveryEventsService;
+  smtpSettings: SmtpSettingsService;
+  providers: ProvidersService;
   apiLimiter: Limiter;
   corsOrigins: string[];
   bodyLimitBytes: number;
@@ -89,6 +101,8 @@ export function createApiApp(deps: ApiDeps): ApiApp {
       exposedHeaders: ['Retry-After', 'X-Request-Id'],
     }),
   );
+  // delivery webhooks are signed over the exact bytes: they get them unparsed, whatever the type
+  app.use(WEBHOOKS_PATH, express.raw({ type: () => true, limit: deps.bodyLimitBytes }));
   app.use(express.json({ limit: deps.bodyLimitBytes }));
 
   app.get('/healthz', (_req, res) => {
@@ -126,6 +140,10 @@ export function createApiApp(deps: ApiDeps): ApiApp {
   // resource routers (one line each)
   registerDomainRoutes(routeDeps, deps.domains);
   registerUserRoutes(routeDeps, deps.users);
+  registerMailRoutes(routeDeps, deps.mails);
+  registerWebhookRoutes(routeDeps, deps.deliveryEvents);
+  registerSmtpSettingsRoutes(routeDeps, deps.smtpSettings);
+  registerProviderRoutes(routeDeps, deps.providers);
 
   app.get('/api/openapi.json', (_req, res) => {
     res.json(buildOpenApi(registry, { version: deps.version }));

@@ -4,7 +4,7 @@
  * /api/openapi.json, and a dependency-free browsable page at /api/docs.
  */
 import { z } from 'zod';
-import type { RouteRegistry } from './route.js';
+import type { RegisteredRoute, RouteRegistry } from './route.js';
 
 export function buildOpenApi(registry: RouteRegistry, info: { version: string }): Record<string, unknown> {
   const paths: Record<string, Record<string, unknown>> = {};
@@ -36,7 +36,8 @@ export function buildOpenApi(registry: RouteRegistry, info: { version: string })
       ...(r.auth === 'user' ? { security: [{ bearer: [] }] } : { security: [] }),
       ...(r.roles ? { 'x-roles': r.roles } : {}),
       ...(parameters.length > 0 ? { parameters } : {}),
-      ...(r.body ? { requestBody: { required: true, content: { 'application/json': { schema: z.toJSONSchema(r.body, { io: 'input', unrepresentable: 'any' }) } } } } : {}),
+      ...(r.body ? { requestBody: { required: true, content: requestContent(r) } } : {}),
+      ...(r.rawBody ? { requestBody: { required: true, content: Object.fromEntries(r.rawBody.contentTypes.map((t) => [t, { schema: {} }])) } } : {}),
       responses,
     };
   }
@@ -56,6 +57,14 @@ export function buildOpenApi(registry: RouteRegistry, info: { version: string })
     },
     paths,
   };
+}
+
+/** A JSON body, or a multipart/form-data one whose file fields are binary arrays. */
+function requestContent(r: RegisteredRoute): Record<string, unknown> {
+  const schema = z.toJSONSchema(r.body!, { io: 'input', unrepresentable: 'any' }) as { properties?: Record<string, unknown> };
+  if (!r.upload) return { 'application/json': { schema } };
+  const files = Object.fromEntries(r.upload.fileFields.map((f) => [f, { type: 'array', items: { type: 'string', format: 'binary' } }]));
+  return { 'multipart/form-data': { schema: { ...schema, properties: { ...schema.properties, ...files } } } };
 }
 
 /** A small page listing every operation from /api/openapi.json (no CDN, no inline script). */

@@ -27,8 +27,11 @@ export const ERROR_CODES = [
   'storage_unavailable',
   'database_unavailable',
   'dns_unavailable',
+  // a service of a provider we depend on (an SNS signing certificate) did not answer
+  'upstream_unavailable',
   // sending (submission, API send)
   'auth_required',
+  'auth_locked',
   'encryption_required',
   'sender_not_allowed',
   'domain_not_verified',
@@ -81,7 +84,9 @@ function defaultKind(code: ErrorCode): ErrorKind {
     case 'storage_unavailable':
     case 'database_unavailable':
     case 'dns_unavailable':
+    case 'upstream_unavailable':
     case 'rate_limited':
+    case 'auth_locked':
       return 'temporary';
     case 'internal':
       return 'bug';

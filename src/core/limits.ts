@@ -62,3 +62,20 @@ export const DOMAIN_VERIFY_RETRY_DELAY_S = 30;
 export const JOBS_POOL_SIZE = 5;
 /** How long shutdown waits for running jobs before failing them back to the queue. */
 export const JOBS_STOP_TIMEOUT_MS = 10_000;
+
+/** Largest header block of a submitted message (SMTP submission, API): 256 KiB is far beyond any real one. */
+export const MAX_SUBMISSION_HEADER_BYTES = 256 * 1024;
+
+/**
+ * Delivery webhooks (SendGrid, Mailgun): a signed timestamp further than this from our clock is
+ * refused as a replay. SendGrid's own guidance is minutes; 10 covers clock skew and queueing.
+ */
+export const WEBHOOK_MAX_AGE_MS = 10 * 60_000;
+/** Signatures/tokens remembered for that window to refuse a replay; beyond this many the oldest go. */
+export const WEBHOOK_REPLAY_CACHE_ENTRIES = 100_000;
+/** SNS (SES events): signing certificate and SubscribeURL requests time out after this. */
+export const SNS_FETCH_TIMEOUT_MS = 5_000;
+/** A signing certificate larger than this is refused (AWS's are about 2 KB). */
+export const SNS_CERT_MAX_BYTES = 64 * 1024;
+/** Signing certificates kept, by URL (AWS uses a handful per region). */
+export const SNS_CERT_CACHE_ENTRIES = 100;

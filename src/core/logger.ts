@@ -28,6 +28,9 @@ export const LOG_EVENTS = [
   'domain.verification.changed',
   'domain.verification.inconclusive',
   'jobs.error',
+  'webhook.rejected',
+  'webhook.bounced',
+  'webhook.bounce_notice_failed',
 ] as const;
 
 export type LogEvent = (typeof LOG_EVENTS)[number];

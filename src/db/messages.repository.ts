@@ -1,8 +1,11 @@
 /**
- * Queries on `messages` and `attachments` for reading. Messages are written by the ingest path's
- * one statement, ingest.repository.ts recordDelivery().
+ * Queries on `messages` and `attachments`. Messages are written by the ingest path's one
+ * statement, ingest.repository.ts recordDelivery(), and removed by deleteMessage(), which
+ * releases what recordDelivery took: the blob references and the quota charge.
  */
 import type { Kysely, Transaction } from 'kysely';
+import { removeReferences } from './blobs.repository.js';
+import { charge } from './mailboxes.repository.js';
 import type { Attachment, Database, Message } from './types.js';
 
 type Executor = Kysely<Database> | Transaction<Database>;
@@ -27,4 +30,27 @@ export async function getById(db: Executor, id: string): Promise<Message | undef
 
 export async function attachmentsOf(db: Executor, messageId: string): Promise<Attachment[]> {
   return db.selectFrom('attachments').selectAll().where('message_id', '=', messageId).orderBy('position').execute();
+}
+
+/**
+ * Deletes one stored message of a tenant in the caller's transaction: drops the blob references
+ * of its raw bytes and attachments (the collector removes blobs nobody references any more) and
+ * un-charges its mailbox's quota with a negative ledger row (migration 0002). Returns false when
+ * there is no such message (already gone). The row is locked first, so two deletions of the same
+ * message cannot both release its references.
+ */
+export async function deleteMessage(trx: Transaction<Database>, tenantId: string, messageId: string): Promise<boolean> {
+  const message = await trx
+    .selectFrom('messages')
+    .select(['id', 'mailbox_id', 'size', 'raw_blob_key'])
+    .where('tenant_id', '=', tenantId)
+    .where('id', '=', messageId)
+    .forUpdate()
+    .executeTakeFirst();
+  if (!message) return false;
+  const attachments = await trx.selectFrom('attachments').select('blob_key').where('message_id', '=', message.id).execute();
+  await trx.deleteFrom('messages').where('id', '=', message.id).execute();
+  await removeReferences(trx, [message.raw_blob_key, ...attachments.map((a) => a.blob_key)]);
+  await charge(trx, [{ mailboxId: message.mailbox_id, bytes: -Number(message.size), messages: -1 }]);
+  return true;
 }

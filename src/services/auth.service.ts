@@ -66,28 +66,38 @@ export class AuthService {
   }
 
   async login(input: { email: string; password: string }, ip: string): Promise<{ user: PublicUser } & TokenPair> {
-    const email = input.email.trim().toLowerCase();
+    const user = await this.verifyCredentials(input.email, input.password, ip, 'auth.login');
+    return { user: publicUser(user), ...(await this.tokens.issuePair(user)) };
+  }
+
+  /**
+   * The password check behind API login and SMTP AUTH, with the same lockout counters, so
+   * guessing over SMTP locks the account for the API too and the other way round. `action`
+   * names the audit entries (`auth.login`, `smtp.auth`; failures get `.failed`/`.suspended`).
+   */
+  async verifyCredentials(rawEmail: string, password: string, ip: string, action: 'auth.login' | 'smtp.auth'): Promise<User> {
+    const email = rawEmail.trim().toLowerCase();
     const accountKey = `acct:${email}`;
     const ipKey = `ip:${ip}`;
     await this.limits.accountLockout.check(accountKey, LOCKED);
     await this.limits.ipLockout.check(ipKey, LOCKED);
 
     const user = await this.db.selectFrom('users').selectAll().where('email', '=', email).executeTakeFirst();
-    const ok = await bcrypt.compare(input.password, user?.password_hash ?? (await this.dummyHash));
+    const ok = await bcrypt.compare(password, user?.password_hash ?? (await this.dummyHash));
     if (!user || !ok) {
-      await this.audit.record({ tenantId: user?.tenant_id ?? null, actorUserId: user?.id ?? null, actorEmail: email, action: 'auth.login.failed', ip });
-      // the failure that reaches the limit is itself answered 429 (with Retry-After)
+      await this.audit.record({ tenantId: user?.tenant_id ?? null, actorUserId: user?.id ?? null, actorEmail: email, action: `${action}.failed`, ip });
+      // the failure that reaches the limit is itself answered as locked (with Retry-After)
       await this.limits.accountLockout.consume(accountKey, LOCKED);
       await this.limits.ipLockout.consume(ipKey, LOCKED);
       throw new AppError('unauthorized', BAD_CREDENTIALS);
     }
     if (user.status !== 'active') {
-      await this.audit.record({ tenantId: user.tenant_id, actorUserId: user.id, actorEmail: email, action: 'auth.login.suspended', ip });
+      await this.audit.record({ tenantId: user.tenant_id, actorUserId: user.id, actorEmail: email, action: `${action}.suspended`, ip });
       throw new AppError('account_suspended', 'this account is suspended');
     }
     await this.limits.accountLockout.reset(accountKey);
-    await this.audit.record({ tenantId: user.tenant_id, actorUserId: user.id, actorEmail: email, action: 'auth.login', targetType: 'user', targetId: user.id, ip });
-    return { user: publicUser(user), ...(await this.tokens.issuePair(user)) };
+    await this.audit.record({ tenantId: user.tenant_id, actorUserId: user.id, actorEmail: email, action, targetType: 'user', targetId: user.id, ip });
+    return user;
   }
 
   async refresh(refreshToken: string): Promise<TokenPair> {

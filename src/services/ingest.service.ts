@@ -23,9 +23,10 @@ import { spillToStore, type SpooledBlob } from '../blobs/spill-buffer.js';
 import { AppError, describeError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { Db } from '../db/database.js';
-import type { BlobReference } from '../db/blobs.repository.js';
+import { addReferences, type BlobReference } from '../db/blobs.repository.js';
 import { recordDelivery, type DeliveredAttachment, type DeliveredCopy, type DeliveredMessage } from '../db/ingest.repository.js';
-import type { SpecialUse } from '../db/types.js';
+import type { Database, SpecialUse } from '../db/types.js';
+import type { Transaction } from 'kysely';
 import type { InboundAuthService, AuthSummary } from './inbound-auth.service.js';
 import { MessageInspector } from './message-inspector.js';
 import { parseMessage, type ParsedMessage } from './message-parser.js';
@@ -50,8 +51,24 @@ export interface IngestEnvelope {
   transactionId: string;
 }
 
+/** What a caller may write in the ingest's own transaction, once the message is recorded. */
+export interface StoredMessage {
+  rawKey: string;
+  sha256: string;
+  size: number;
+  /** The new message ids, one per recipient copy. */
+  messageIds: string[];
+  parsed: ParsedMessage;
+}
+
 export interface IngestOptions {
   maxBytes: number;
+  /**
+   * Runs inside the transaction that records the message, before COMMIT (the send path writes
+   * its submission and queue rows here, so the Sent copy and the queue commit together). With
+   * it, `recipients` may be empty: the raw blob is then only kept for what this writes.
+   */
+  record?: (trx: Transaction<Database>, stored: StoredMessage) => Promise<void>;
   /** Verify SPF/DKIM/DMARC/ARC (mail from outside); off for our own copies. */
   verify: boolean;
   /** Reject as a loop when the message already has this many Received fields. */
@@ -80,7 +97,7 @@ export class IngestService {
   ) {}
 
   async acceptMessage(source: Readable, recipients: IngestRecipient[], envelope: IngestEnvelope, options: IngestOptions): Promise<IngestResult> {
-    if (recipients.length === 0) throw new AppError('bad_address', 'no recipients');
+    if (recipients.length === 0 && !options.record) throw new AppError('bad_address', 'no recipients');
     const inspector = new MessageInspector(options.maxBytes);
     const toBlob = new PassThrough();
     const toParser = new PassThrough();
@@ -126,7 +143,7 @@ export class IngestService {
         auth = { headers: `Authentication-Results: ${this.hostname}; auth=temperror\r\n`, summary: AUTH_TEMPERROR };
       }
       // the caller logs the stored message (one line per message, with its connection or request id)
-      return await this.store(raw, parsed, recipients, envelope, auth);
+      return await this.store(raw, parsed, recipients, envelope, auth, options.record);
     } catch (err) {
       await Promise.all(spooled.map((s) => s.discard().catch(() => undefined)));
       throw err;
@@ -171,6 +188,7 @@ export class IngestService {
     recipients: IngestRecipient[],
     envelope: IngestEnvelope,
     auth: { headers: string; summary: AuthSummary } | null,
+    record: IngestOptions['record'],
   ): Promise<IngestResult> {
     const rawKey = blobKey('raw', raw.sha256);
     const generatedId = parsed.messageId ? null : `<${randomUUID()}@${this.hostname}>`;
@@ -181,20 +199,24 @@ export class IngestService {
     const copies = this.copiesFor(recipients, raw.size, envelope, auth?.headers ?? '', generatedId);
 
     let messageIds: string[];
-    if (blobs.every(([, b]) => !b.staged)) {
+    if (blobs.every(([, b]) => !b.staged) && !record) {
       // every byte goes into the rows: one statement, its own transaction, durable when it returns
       ({ messageIds } = await recordDelivery(this.db, references, message, copies, attachments));
     } else {
       messageIds = await this.db.transaction().execute(async (trx) => {
-        const record = await recordDelivery(trx, references, message, copies, attachments);
+        const recorded =
+          copies.length > 0
+            ? await recordDelivery(trx, references, message, copies, attachments)
+            : { messageIds: [], inRow: await addReferences(trx, references) };
         // the blob rows stay locked until COMMIT: publishing cannot race the collector deleting
         // the same key. Bytes already in a row (inline now or earlier) need no file.
         for (const [key, b] of blobs) {
           if (!b.staged) continue;
-          if (record.inRow.has(key)) await b.discard();
+          if (recorded.inRow.has(key)) await b.discard();
           else await b.publish(key);
         }
-        return record.messageIds;
+        if (record) await record(trx, { rawKey, sha256: raw.sha256, size: raw.size, messageIds: recorded.messageIds, parsed });
+        return recorded.messageIds;
       });
     }
     return { messageIds, size: raw.size, sha256: raw.sha256, rawKey, auth: auth?.summary ?? null };

@@ -4,6 +4,11 @@
  * their own enhanced code (smtp/reply-codes.ts); this wraps SMTPConnection.send once so that a
  * reply text that already starts with an enhanced code (RFC 3463 `class.subject.detail`) is sent
  * as is. Every other reply keeps the library's behaviour.
+ *
+ * The same wrapper drops `AUTH` from the EHLO reply of a connection that is not yet TLS when the
+ * server only allows AUTH over TLS (allowInsecureAuth off): smtp-server advertises it anyway and
+ * then answers 538, and RFC 4954 §4 says a server should not offer what it will refuse (Postfix's
+ * smtpd_tls_auth_only does the same). After STARTTLS the EHLO reply lists it.
  */
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
 
@@ -18,6 +23,12 @@ export function installEnhancedCodePassthrough(): void {
   const original = proto.send;
   proto.send = function send(this: SMTPConnection, code, data, context) {
     if (typeof data === 'string' && ENHANCED_PREFIX.test(data)) return original.call(this, code, data, false);
+    if (code === 250 && Array.isArray(data) && !authUsable(this)) return original.call(this, code, data.filter((line) => !line.startsWith('AUTH ')), context);
     return original.call(this, code, data, context);
   };
+}
+
+function authUsable(connection: SMTPConnection): boolean {
+  const c = connection as unknown as { secure: boolean; _server: { options: { allowInsecureAuth?: boolean } } };
+  return c.secure || c._server.options.allowInsecureAuth === true;
 }

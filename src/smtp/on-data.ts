@@ -8,6 +8,8 @@ import type { SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
 import { AppError, isAppError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { IngestService } from '../services/ingest.service.js';
+import type { Sender, SubmissionService } from '../services/submission.service.js';
+import { sessionSender } from './on-auth.js';
 import type { Protocol } from '../services/trace-headers.js';
 import type { RecipientMap } from './on-rcpt-to.js';
 import type { SessionRegistry } from './session-registry.js';
@@ -20,9 +22,18 @@ export interface OnDataOptions {
 
 const PROTOCOLS: ReadonlySet<string> = new Set(['SMTP', 'ESMTP', 'ESMTPS', 'ESMTPA', 'ESMTPSA']);
 
-export function createOnData(ingest: IngestService, resolved: RecipientMap, registry: SessionRegistry, options: OnDataOptions, logger: Logger) {
+export function createOnData(
+  ingest: IngestService,
+  submission: SubmissionService,
+  resolved: RecipientMap,
+  registry: SessionRegistry,
+  options: OnDataOptions,
+  logger: Logger,
+) {
   return async (stream: SMTPServerDataStream, session: SMTPServerSession): Promise<string> => {
     const tid = `${session.id}.${session.transaction}`;
+    const sender = sessionSender(session);
+    if (sender) return submitData(submission, sender, stream, session, tid, options, registry, logger);
     const recipients = session.envelope.rcptTo.map((a) => resolved.get(a));
     try {
       if (recipients.some((r) => r === undefined)) throw new AppError('internal', 'recipient state lost');
@@ -60,4 +71,42 @@ export function createOnData(ingest: IngestService, resolved: RecipientMap, regi
       registry.afterTransaction(session.id);
     }
   };
+}
+
+/** A logged-in user's message: the send path (services/submission.service.ts). */
+async function submitData(
+  submission: SubmissionService,
+  sender: Sender,
+  stream: SMTPServerDataStream,
+  session: SMTPServerSession,
+  tid: string,
+  options: OnDataOptions,
+  registry: SessionRegistry,
+  logger: Logger,
+): Promise<string> {
+  try {
+    const protocol = PROTOCOLS.has(session.transmissionType ?? '') ? (session.transmissionType as Protocol) : 'ESMTPSA';
+    const result = await submission.submit({
+      sender,
+      source: 'smtp',
+      mailFrom: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
+      recipients: session.envelope.rcptTo.map((a) => a.address),
+      message: stream,
+      remoteIp: session.remoteAddress,
+      helo: session.hostNameAppearsAs,
+      protocol,
+      transactionId: tid,
+    });
+    if (stream.sizeExceeded) throw new AppError('message_too_large', `message exceeds the maximum size of ${options.maxBytes} bytes`);
+    logger.info({ event: 'smtp.message.submitted', cid: session.id, tid, submission: result.id, rcpt: result.recipients.length }, 'message submitted');
+    return `2.0.0 Ok: queued as ${result.id}`;
+  } catch (err) {
+    if (isAppError(err) && err.kind === 'permanent') {
+      logger.info({ event: 'smtp.data.rejected', cid: session.id, tid, code: err.code }, 'submitted message rejected');
+    }
+    throw err;
+  } finally {
+    stream.resume();
+    registry.afterTransaction(session.id);
+  }
 }

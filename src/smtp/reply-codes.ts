@@ -30,11 +30,14 @@ export const SMTP_REPLIES: Record<ErrorCode, SmtpReply> = {
   storage_unavailable: TEMPFAIL,
   database_unavailable: TEMPFAIL,
   dns_unavailable: TEMPFAIL,
+  upstream_unavailable: TEMPFAIL,
   rate_limited: { code: 451, enhanced: '4.7.1' },
   unauthorized: { code: 535, enhanced: '5.7.8' },
   account_suspended: { code: 535, enhanced: '5.7.8' },
   forbidden: { code: 550, enhanced: '5.7.1' },
   auth_required: { code: 530, enhanced: '5.7.0' },
+  // RFC 4954 §6: temporary authentication failure (locked out after repeated failures)
+  auth_locked: { code: 454, enhanced: '4.7.0' },
   // RFC 4954 §6: encryption required for the requested authentication mechanism
   encryption_required: { code: 538, enhanced: '5.7.11' },
   sender_not_allowed: { code: 553, enhanced: '5.7.1' },

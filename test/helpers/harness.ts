@@ -45,6 +45,8 @@ export interface TestServer {
   server: RunningServer;
   services: Services;
   smtpPort: number;
+  submissionPort: number;
+  smtpsPort: number;
   apiPort: number;
   dataDir: string;
   stop(): Promise<void>;
@@ -81,6 +83,8 @@ export async function startTestServer(env: Record<string, string> = {}): Promise
     server,
     services: server.services,
     smtpPort: server.ports.smtp ?? 0,
+    submissionPort: server.ports.submission ?? 0,
+    smtpsPort: server.ports.smtps ?? 0,
     apiPort: server.ports.api ?? 0,
     dataDir,
     async stop() {
@@ -110,6 +114,11 @@ export async function seedMailbox(services: Services, address: string, options: 
   });
   if (!mailbox) throw new Error('no mailbox created');
   return { user, mailbox };
+}
+
+/** Marks a domain verified, as a successful DNS check would (test setup for sending). */
+export async function markVerified(services: Services, domain: string): Promise<void> {
+  await services.db.updateTable('domains').set({ status: 'verified', verified_at: new Date() }).where('name', '=', domain).execute();
 }
 
 /** Rows in `messages` for a mailbox address. */

@@ -4,6 +4,7 @@
  * ordinary path. Both return full reply lines ("550 5.1.1 ...") so tests assert them exactly.
  */
 import net from 'node:net';
+import tls from 'node:tls';
 import nodemailer from 'nodemailer';
 
 export interface Reply {
@@ -17,7 +18,11 @@ export class RawSmtp {
   private waiters: (() => void)[] = [];
   private closed = false;
 
-  private constructor(private readonly socket: net.Socket) {
+  private constructor(private socket: net.Socket) {
+    this.listen(socket);
+  }
+
+  private listen(socket: net.Socket): void {
     socket.on('data', (chunk: Buffer) => {
       this.buffer += chunk.toString('latin1');
       this.wake();
@@ -39,6 +44,47 @@ export class RawSmtp {
       socket.once('error', reject);
     });
     return new RawSmtp(socket);
+  }
+
+  /** Connects with implicit TLS (SMTPS); the test certificate is self-signed, so not checked. */
+  static async connectTls(port: number, host = '127.0.0.1'): Promise<RawSmtp> {
+    const socket = tls.connect({ port, host, rejectUnauthorized: false });
+    await new Promise<void>((resolve, reject) => {
+      socket.once('secureConnect', resolve);
+      socket.once('error', reject);
+    });
+    return new RawSmtp(socket);
+  }
+
+  /** STARTTLS, then the TLS handshake on the same connection (RFC 3207). */
+  async startTls(): Promise<Reply> {
+    const go = await this.command('STARTTLS');
+    if (go.code !== 220) return go;
+    this.socket.removeAllListeners('data');
+    this.socket.removeAllListeners('close');
+    this.socket.removeAllListeners('error');
+    const secured = tls.connect({ socket: this.socket, rejectUnauthorized: false });
+    await new Promise<void>((resolve, reject) => {
+      secured.once('secureConnect', resolve);
+      secured.once('error', reject);
+    });
+    this.socket = secured;
+    this.listen(secured);
+    return go;
+  }
+
+  /** AUTH PLAIN with an optional authorization identity (RFC 4616). */
+  async authPlain(user: string, password: string, authzid = ''): Promise<Reply> {
+    return this.command(`AUTH PLAIN ${Buffer.from(`${authzid}\0${user}\0${password}`).toString('base64')}`);
+  }
+
+  /** AUTH LOGIN, answering both challenges. */
+  async authLogin(user: string, password: string): Promise<Reply> {
+    const first = await this.command('AUTH LOGIN');
+    if (first.code !== 334) return first;
+    const second = await this.command(Buffer.from(user).toString('base64'));
+    if (second.code !== 334) return second;
+    return this.command(Buffer.from(password).toString('base64'));
   }
 
   private wake(): void {

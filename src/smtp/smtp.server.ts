@@ -1,8 +1,14 @@
 /**
- * The MX listener on SMTP_PORT: receives mail for our domains from other servers (RFC 5321).
+ * The SMTP listeners, one smtp-server each:
+ * - `mx` on SMTP_PORT: receives mail for our domains from other servers (RFC 5321). AUTH is
+ *   offered too (SMTP_AUTH_ON_MX), only after STARTTLS; an authenticated session submits.
+ * - `submission` on SUBMISSION_PORT (RFC 6409): AUTH required before MAIL (530 5.7.0), and
+ *   STARTTLS required before AUTH (538 5.7.0).
+ * - `smtps` on SMTPS_PORT (RFC 8314): implicit TLS, AUTH required.
  * Banner and EHLO name are MAIL_HOSTNAME; extensions SIZE, 8BITMIME, SMTPUTF8, PIPELINING,
- * ENHANCEDSTATUSCODES and STARTTLS (with the configured or self-signed certificate). AUTH is not
- * offered here yet (submission comes with issue 3). Every callback goes through smtpCallback.
+ * ENHANCEDSTATUSCODES, STARTTLS and AUTH PLAIN LOGIN. An unauthenticated session may only
+ * deliver to local mailboxes; an authenticated one goes through the send path (on-submit.ts).
+ * Every callback goes through smtpCallback.
  *
  * smtp-server waits a fixed 100 ms before the greeting and drops a client that talks before it
  * (an early-talker check, like postscreen's pregreet test). We keep it: it costs a legitimate
@@ -11,18 +17,26 @@
 import { SMTPServer, type SMTPServerAddress, type SMTPServerOptions } from 'smtp-server';
 import { SMTP_CALLBACK_TIMEOUT_MS } from '../core/limits.js';
 import type { Logger } from '../core/logger.js';
+import type { AuthService } from '../services/auth.service.js';
 import type { IngestService } from '../services/ingest.service.js';
+import type { SubmissionService } from '../services/submission.service.js';
 import type { RecipientService } from '../services/recipient.service.js';
 import type { TlsMaterial } from '../services/tls-material.service.js';
 import { smtpCallback } from './callback.js';
 import { installEnhancedCodePassthrough } from './enhanced-codes.js';
+import { createOnAuth } from './on-auth.js';
 import { createOnClose, createOnConnect } from './on-connect.js';
 import { createOnData } from './on-data.js';
 import { createOnMailFrom } from './on-mail-from.js';
 import { createOnRcptTo, type RecipientMap } from './on-rcpt-to.js';
 import { SessionRegistry } from './session-registry.js';
 
-export interface MxServerOptions {
+export type ListenerKind = 'mx' | 'submission' | 'smtps';
+
+export interface SmtpServerOptions {
+  kind: ListenerKind;
+  /** mx only: offer AUTH (after STARTTLS). */
+  authOnMx: boolean;
   host: string;
   port: number;
   hostname: string;
@@ -38,6 +52,8 @@ export interface MxServerOptions {
   tls: TlsMaterial;
 }
 
+const LABELS: Record<ListenerKind, string> = { mx: 'MX', submission: 'Submission (STARTTLS)', smtps: 'Submission (implicit TLS)' };
+
 export interface RunningSmtpServer {
   /** The port actually bound (differs from the option when it was 0). */
   port: number;
@@ -45,12 +61,17 @@ export interface RunningSmtpServer {
   stop(): Promise<void>;
 }
 
-export async function startMxServer(
-  options: MxServerOptions,
-  deps: { ingest: IngestService; recipients: RecipientService; logger: Logger },
-): Promise<RunningSmtpServer> {
+export interface SmtpServerDeps {
+  ingest: IngestService;
+  recipients: RecipientService;
+  submission: SubmissionService;
+  auth: AuthService;
+  logger: Logger;
+}
+
+export async function startSmtpServer(options: SmtpServerOptions, deps: SmtpServerDeps): Promise<RunningSmtpServer> {
   installEnhancedCodePassthrough();
-  const logger = deps.logger.child({ listener: 'mx' });
+  const logger = deps.logger.child({ listener: options.kind });
   const registry = new SessionRegistry(options.maxConnectionsPerIp, options.sessionMaxMs, logger);
   const resolved: RecipientMap = new WeakMap<SMTPServerAddress, never>();
   const t = SMTP_CALLBACK_TIMEOUT_MS;
@@ -61,8 +82,14 @@ export async function startMxServer(
     key: options.tls.key,
     cert: options.tls.cert,
     size: options.maxMessageBytes,
-    authOptional: true,
-    disabledCommands: ['AUTH'],
+    secure: options.kind === 'smtps',
+    // mx: anyone may deliver to local mailboxes; submission ports: log in first
+    authOptional: options.kind === 'mx',
+    authMethods: ['PLAIN', 'LOGIN'],
+    // AUTH only over TLS (smtp-server answers 538 before STARTTLS)
+    allowInsecureAuth: false,
+    authRequiredMessage: 'Authentication required',
+    disabledCommands: options.kind === 'mx' && !options.authOnMx ? ['AUTH'] : [],
     // enhanced status codes (RFC 2034/3463) are off by default in smtp-server
     hideENHANCEDSTATUSCODES: false,
     hideDSN: true,
@@ -74,13 +101,15 @@ export async function startMxServer(
     logger: false,
     onConnect: smtpCallback('onConnect', logger, createOnConnect(registry, logger), t),
     onClose: createOnClose(registry),
-    onMailFrom: smtpCallback('onMailFrom', logger, createOnMailFrom(registry), t),
-    onRcptTo: smtpCallback('onRcptTo', logger, createOnRcptTo(deps.recipients, resolved, options.maxRecipients, logger), t),
+    onAuth: smtpCallback('onAuth', logger, createOnAuth(deps.auth, logger), t),
+    onMailFrom: smtpCallback('onMailFrom', logger, createOnMailFrom(registry, deps.submission), t),
+    onRcptTo: smtpCallback('onRcptTo', logger, createOnRcptTo(deps.recipients, deps.submission, resolved, options.maxRecipients, logger), t),
     onData: smtpCallback(
       'onData',
       logger,
       createOnData(
         deps.ingest,
+        deps.submission,
         resolved,
         registry,
         { maxBytes: options.maxMessageBytes, maxReceived: options.maxReceivedHeaders, verify: options.verifyInbound },
@@ -102,7 +131,7 @@ export async function startMxServer(
       resolve(typeof address === 'object' && address ? address.port : options.port);
     });
   });
-  logger.info({ event: 'smtp.listening', host: options.host, port }, `MX listening on ${options.host}:${port}`);
+  logger.info({ event: 'smtp.listening', listener: options.kind, host: options.host, port }, `${LABELS[options.kind]} listening on ${options.host}:${port}`);
 
   return {
     port,
