@@ -7,6 +7,8 @@
  * Message-ID added. Every refusal is checked to leave nothing behind.
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { markVerified, seedMailbox, startTestServer, type TestServer } from '../helpers/harness.js';
 import { RawSmtp, simpleMessage } from '../helpers/smtp-client.js';
@@ -253,6 +255,27 @@ describe('a submitted message', () => {
     c.close();
     assert.deepEqual(await rowCounts(), before);
     assert.match(await send('bob@send.test'), /^250 /, 'local mail still goes while over the limit');
+  });
+});
+
+describe('a real mail client', () => {
+  const swaks = promisify(execFile);
+  it('swaks submits with STARTTLS + AUTH on the submission port, and with implicit TLS on SMTPS', async () => {
+    for (const [port, tlsFlag] of [
+      [t.submissionPort, '--tls'],
+      [t.smtpsPort, '--tls-on-connect'],
+    ] as const) {
+      const { stdout } = await swaks(
+        'swaks',
+        ['--server', `127.0.0.1:${port}`, tlsFlag, '--auth', 'LOGIN', '--auth-user', 'bob@send.test', '--auth-password', PASSWORD,
+          '--from', 'bob@send.test', '--to', 'friend@remote.test', '--header', `Subject: swaks ${tlsFlag}`],
+        { timeout: 30_000 },
+      );
+      assert.match(stdout, /<~ {2}235 /, 'authenticated over TLS');
+      assert.match(stdout, /<~ {2}250 2\.0\.0 Ok: queued as /);
+      const sub = await t.services.db.selectFrom('submissions').select('id').where('subject', '=', `swaks ${tlsFlag}`).executeTakeFirst();
+      assert.ok(sub, 'queued');
+    }
   });
 });
 
