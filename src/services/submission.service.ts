@@ -4,7 +4,9 @@
  * 1. the envelope sender must be one the user may use (checkSender: their own mailbox; owners and
  *    admins any address of their tenant's domains) on a verified domain;
  * 2. recipients are plain addresses; the message counts against the user's hourly and daily send
- *    limits when at least one recipient is not hosted here (local mail and bounces never count);
+ *    limits when at least one recipient is not hosted here (local mail and bounces never count),
+ *    once its header block passed the checks below (a message refused later, e.g. for its size,
+ *    has still counted: the limit errs on the safe side);
  * 3. the bytes pass through SubmissionHeaders (one From:, which the user may use; Bcc: removed;
  *    Date:/Message-ID: added when missing) into the ingest path, which stores the copy for the
  *    sender's Sent folder and, in the same transaction, the submission row, one outbound row per
@@ -119,7 +121,13 @@ export class SubmissionService {
 
     const id = input.draftId ?? randomUUID();
     const mailbox = await this.db.selectFrom('mailboxes').select(['id', 'address']).where('user_id', '=', sender.userId).orderBy('created_at').executeTakeFirst();
-    const headers = new SubmissionHeaders(input.mailFrom.split('@')[1]!.toLowerCase(), (from) => this.checkSender(sender, from));
+    // the send limit is counted once the header block passed its checks, while the bytes still
+    // stream: never inside the ingest transaction, whose connection would then wait on another
+    // one from the same pool (a deadlock once every connection is a submission doing that)
+    const headers = new SubmissionHeaders(input.mailFrom.split('@')[1]!.toLowerCase(), async (from) => {
+      await this.checkSender(sender, from);
+      if (leaves) await this.countAgainstLimits(sender);
+    });
     input.message.once('error', (err) => headers.destroy(err));
     const source = input.message.pipe(headers);
     const display = input.display ?? { to: recipients, cc: [], bcc: [] };
@@ -140,9 +148,6 @@ export class SubmissionService {
         maxReceived: this.options.maxReceived,
         verify: false,
         record: async (trx, stored) => {
-          // counted only once the message passed every check, and undone with it on a refusal
-          // after this point only by a database failure (the count then errs on the safe side)
-          if (leaves) await this.countAgainstLimits(sender);
           const facts = headers.facts;
           const row = {
             tenant_id: sender.tenantId,

@@ -258,6 +258,30 @@ describe('a submitted message', () => {
   });
 });
 
+describe('under load', () => {
+  it('concurrent submissions beyond the database pool size all complete (no connection deadlock)', { timeout: 30_000 }, async () => {
+    const small = await startTestServer({ DATABASE_POOL_SIZE: '2' });
+    try {
+      await seedMailbox(small.services, 'busy@pool.test');
+      await markVerified(small.services, 'pool.test');
+      const one = async (i: number): Promise<string> => {
+        const c = await RawSmtp.connectTls(small.smtpsPort);
+        await c.hello();
+        assert.equal((await c.authPlain('busy@pool.test', PASSWORD)).code, 235);
+        await c.command('MAIL FROM:<busy@pool.test>');
+        await c.command(`RCPT TO:<far${i}@remote.test>`);
+        const r = await c.data(simpleMessage({ from: 'busy@pool.test', to: `far${i}@remote.test` }));
+        c.close();
+        return r.text;
+      };
+      const replies = await Promise.all(Array.from({ length: 8 }, (_, i) => one(i)));
+      for (const r of replies) assert.match(r, /^250 /);
+    } finally {
+      await small.stop();
+    }
+  });
+});
+
 describe('a real mail client', () => {
   const swaks = promisify(execFile);
   it('swaks submits with STARTTLS + AUTH on the submission port, and with implicit TLS on SMTPS', async () => {
