@@ -158,6 +158,16 @@ export function ownCpuTicks(pid, { withReapedChildren = false } = {}) {
   return withReapedChildren ? { user: st.utime + st.cutime, sys: st.stime + st.cstime } : { user: st.utime, sys: st.stime };
 }
 
+/**
+ * The whole machine's CPU ticks so far from /proc/stat: `busy` (user, nice, system, irq, softirq)
+ * and `total` (those plus idle, iowait and steal). A delta of busy/total over a run, minus the
+ * ticks of the processes the benchmark accounts for, is other work on the box.
+ */
+export function machineCpuTicks() {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  return { busy: f[0] + f[1] + f[2] + f[5] + f[6], total: f.slice(0, 8).reduce((a, b) => a + b, 0) };
+}
+
 /** Peak resident set (VmHWM) of one process in bytes. */
 export function peakRssBytes(pid) {
   const m = /^VmHWM:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
