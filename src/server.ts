@@ -122,7 +122,7 @@ export async function openServices(
       hour: createLimiter(pool, { prefix: 'send_hour', points: config.SEND_LIMIT_PER_HOUR, durationMs: 3600_000 }),
       day: createLimiter(pool, { prefix: 'send_day', points: config.SEND_LIMIT_PER_DAY, durationMs: 86_400_000 }),
     };
-    const services: Services = {
+    const base: Omit<Services, 'queue'> = {
       db,
       pool,
       databaseUrl: url,
@@ -152,9 +152,8 @@ export async function openServices(
       audit: new AuditService(db),
       smtpSettings: buildSmtpSettings(config, db),
       providers: buildProviders(config, db, logger),
-      queue: undefined as unknown as OutboundQueue,
     };
-    services.queue = buildQueue(config, services, resolver, logger);
+    const services: Services = { ...base, queue: buildQueue(config, base, resolver, logger) };
     return {
       services,
       async close() {
@@ -293,7 +292,7 @@ function buildProviders(config: Config, db: Db, logger: Logger): ProvidersServic
 }
 
 /** The delivery queue and its routes: per-user relay → tenant providers → RELAY_URL → direct MX. */
-function buildQueue(config: Config, services: Services, resolver: DnsResolve, logger: Logger): OutboundQueue {
+function buildQueue(config: Config, services: Omit<Services, 'queue'>, resolver: DnsResolve, logger: Logger): OutboundQueue {
   const ca = config.OUTBOUND_TLS_CA_FILE ? [readFileSync(config.OUTBOUND_TLS_CA_FILE, 'utf8')] : undefined;
   const relay = config.RELAY_URL ? parseRelayUrl(config.RELAY_URL) : null;
   const routes = new RoutePlanner({
