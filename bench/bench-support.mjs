@@ -339,3 +339,25 @@ export function runSmtpSource({ port, sessions, count, size, reuse, from, to, ti
     });
   });
 }
+
+/**
+ * Stops what was started, in reverse order, on every way out (including Ctrl-C and a watchdog
+ * after `watchdogMs`). Push stop functions onto `stops`; call `stopAll()` at the end.
+ */
+export function lifecycle(watchdogMs, log) {
+  const stops = [];
+  let stopping = false;
+  const stopAll = async () => {
+    if (stopping) return;
+    stopping = true;
+    for (const stop of stops.reverse()) await stop().catch((err) => log(`cleanup: ${err.message}`));
+  };
+  const abort = (why) => {
+    log(`bench: ${why}; stopping`);
+    stopAll().finally(() => process.exit(130));
+  };
+  process.once('SIGINT', () => abort('interrupted'));
+  process.once('SIGTERM', () => abort('terminated'));
+  setTimeout(() => abort(`still running after ${watchdogMs / 60_000} min`), watchdogMs).unref();
+  return { stops, stopAll };
+}

@@ -27,6 +27,7 @@ import pg from 'pg';
 import {
   benchMailboxes,
   ensurePostfixTools,
+  lifecycle,
   machineInfo,
   mainThreadCpuTicks,
   ownCpuTicks,
@@ -278,24 +279,6 @@ async function startTargets(opts, stops) {
   return { sink, ours, db };
 }
 
-/** Stops what was started, in reverse order, on every way out (including Ctrl-C and the watchdog). */
-function lifecycle() {
-  const stops = [];
-  let stopping = false;
-  const stopAll = async () => {
-    if (stopping) return;
-    stopping = true;
-    for (const stop of stops.reverse()) await stop().catch((err) => log(`cleanup: ${err.message}`));
-  };
-  const abort = (why) => {
-    log(`bench: ${why}; stopping`);
-    stopAll().finally(() => process.exit(130));
-  };
-  process.once('SIGINT', () => abort('interrupted'));
-  process.once('SIGTERM', () => abort('terminated'));
-  setTimeout(() => abort(`still running after ${WATCHDOG_MS / 60_000} min`), WATCHDOG_MS).unref();
-  return { stops, stopAll };
-}
 
 async function main() {
   const opts = options();
@@ -305,7 +288,7 @@ async function main() {
   log(`machine: ${machine.nproc} CPUs (${machine.cpu}), ${machine.memGiB} GiB, node ${machine.node}, postfix ${machine.postfix}, kernel ${machine.kernel}`);
   if (opts.build) build();
   if (opts.cpuProfDir) mkdirSync(opts.cpuProfDir, { recursive: true });
-  const { stops, stopAll } = lifecycle();
+  const { stops, stopAll } = lifecycle(WATCHDOG_MS, log);
   try {
     const { sink, ours, db } = await startTargets(opts, stops);
     const background = await backgroundLoad(2000);

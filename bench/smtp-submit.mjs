@@ -30,7 +30,7 @@ import { parseArgs } from 'node:util';
 import nodemailer from 'nodemailer';
 import pg from 'pg';
 import { SMTPServer } from 'smtp-server';
-import { freePort, machineCpuTicks, machineInfo, ownCpuTicks, peakRssBytes, resetPeakRss, startOurServer, treeCpuTicks, waitForPort } from './bench-support.mjs';
+import { freePort, lifecycle, machineCpuTicks, machineInfo, ownCpuTicks, peakRssBytes, resetPeakRss, startOurServer, treeCpuTicks, waitForPort } from './bench-support.mjs';
 import { bodyOfSize, percentile } from './smtp-loadgen.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -379,24 +379,6 @@ function report(r) {
 
 // ---- main ------------------------------------------------------------------------------------
 
-/** Stops what was started, in reverse order, on every way out (including Ctrl-C and the watchdog). */
-function lifecycle() {
-  const stops = [];
-  let stopping = false;
-  const stopAll = async () => {
-    if (stopping) return;
-    stopping = true;
-    for (const stop of stops.reverse()) await stop().catch((err) => log(`cleanup: ${err.message}`));
-  };
-  const abort = (why) => {
-    log(`bench: ${why}; stopping`);
-    stopAll().finally(() => process.exit(130));
-  };
-  process.once('SIGINT', () => abort('interrupted'));
-  process.once('SIGTERM', () => abort('terminated'));
-  setTimeout(() => abort(`still running after ${WATCHDOG_MS / 60_000} min`), WATCHDOG_MS).unref();
-  return { stops, stopAll };
-}
 
 async function main() {
   const o = options();
@@ -404,7 +386,7 @@ async function main() {
   // the test helper's certificate: CN=localhost, SAN localhost + 127.0.0.1, written to a CA file
   const { testCertificate } = await import(pathToFileURL(path.join(ROOT, 'dist/test/helpers/test-tls.js')).href);
   const tlsCert = testCertificate();
-  const { stops, stopAll } = lifecycle();
+  const { stops, stopAll } = lifecycle(WATCHDOG_MS, log);
   try {
     const sink = await startRelaySink(tlsCert);
     stops.push(() => sink.stop());
