@@ -64,8 +64,18 @@ export function assertSafeKey(key: string): void {
   }
 }
 
-export async function readAll(stream: Readable): Promise<Buffer> {
+/** Reads a stream into memory; with `limit`, stops (and destroys the stream) once that many bytes are in. */
+export async function readAll(stream: Readable, limit = Infinity): Promise<Buffer> {
   const chunks: Buffer[] = [];
-  for await (const chunk of stream) chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as string));
+  let size = 0;
+  for await (const chunk of stream) {
+    const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as string);
+    chunks.push(buf);
+    size += buf.length;
+    if (size >= limit) {
+      stream.destroy();
+      break;
+    }
+  }
   return Buffer.concat(chunks);
 }

@@ -25,6 +25,7 @@
 import { randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { sql } from 'kysely';
+import { readAll } from '../blobs/blob-store.js';
 import { describeError, isAppError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { Db } from '../db/database.js';
@@ -416,20 +417,4 @@ export class OutboundQueue {
     const row = await this.db.selectFrom('blobs').select('size').where('key', '=', key).executeTakeFirst();
     return row?.size ?? 0;
   }
-}
-
-/** Reads a stream into memory, up to `limit` bytes (then stops reading). */
-async function readAll(stream: Readable, limit = Infinity): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of stream) {
-    const buf = chunk as Buffer;
-    chunks.push(buf);
-    size += buf.length;
-    if (size >= limit) {
-      stream.destroy();
-      break;
-    }
-  }
-  return Buffer.concat(chunks);
 }
