@@ -232,13 +232,16 @@ export async function startSmtpSink() {
 export async function startOurServer({ root, inboundAuth, cpuProfDir, traceFile, experiments = [], serverEnv = {}, mailboxes = 1, log }) {
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'bench-ingest-'));
   chmodSync(dataDir, 0o755); // as root, PostgreSQL runs as `postgres` and must traverse it
-  const [smtpPort, apiPort, pgPort, deadDnsPort] = await uniquePorts(4);
+  const [smtpPort, apiPort, pgPort, deadDnsPort, submissionPort, smtpsPort] = await uniquePorts(6);
   const env = {
     PATH: process.env.PATH,
     HOME: process.env.HOME,
     DATA_DIR: dataDir,
     EMBEDDED_PG_PORT: String(pgPort),
     SMTP_PORT: String(smtpPort),
+    // every listener on a free port: never the defaults a running server may hold
+    SUBMISSION_PORT: String(submissionPort),
+    SMTPS_PORT: String(smtpsPort),
     API_PORT: String(apiPort),
     // the worker folds the quota ledger: without it every RCPT sums an ever longer ledger, which
     // no deployment does (its blob collection runs hourly, so never during a run)
@@ -288,6 +291,7 @@ export async function startOurServer({ root, inboundAuth, cpuProfDir, traceFile,
     name: 'ours',
     port: smtpPort,
     apiPort,
+    submissionPort,
     pid: child.pid,
     dataDir,
     databaseUrl: `postgres://mailserver:${encodeURIComponent(password)}@127.0.0.1:${pgPort}/mailserver`,

@@ -30,7 +30,7 @@ import { parseArgs } from 'node:util';
 import nodemailer from 'nodemailer';
 import pg from 'pg';
 import { SMTPServer } from 'smtp-server';
-import { freePort, lifecycle, machineCpuTicks, machineInfo, ownCpuTicks, peakRssBytes, resetPeakRss, startOurServer, treeCpuTicks, waitForPort } from './bench-support.mjs';
+import { lifecycle, machineCpuTicks, machineInfo, ownCpuTicks, peakRssBytes, resetPeakRss, startOurServer, treeCpuTicks, waitForPort } from './bench-support.mjs';
 import { bodyOfSize, percentile } from './smtp-loadgen.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -272,14 +272,11 @@ async function submitAll({ port, sessions, count, sizeBytes, perConnection, runI
 
 /** Our server, with the submission ports and the relay set, the send limits out of the way. */
 async function startServer(o, relayPort, caFile) {
-  const [submissionPort, smtpsPort] = [await freePort(), await freePort()];
   const server = await startOurServer({
     root: ROOT,
     log,
     cpuProfDir: o.cpuProfDir,
     serverEnv: {
-      SUBMISSION_PORT: String(submissionPort),
-      SMTPS_PORT: String(smtpsPort),
       // 127.0.0.1 rather than localhost: the sink listens on IPv4 only; the certificate names both
       RELAY_URL: `smtp://${RELAY_USER}:${RELAY_PASS}@127.0.0.1:${relayPort}`,
       OUTBOUND_TLS_CA_FILE: caFile,
@@ -289,8 +286,8 @@ async function startServer(o, relayPort, caFile) {
       ...o.serverEnv,
     },
   });
-  await waitForPort(submissionPort, 30_000);
-  return { server, submissionPort };
+  await waitForPort(server.submissionPort, 30_000);
+  return { server, submissionPort: server.submissionPort };
 }
 
 /** Marks bench.test verified (only verified domains may send and sign) and checks its DKIM key. */

@@ -29,6 +29,8 @@ export interface ProcessServerEnv {
   DATA_DIR: string;
   EMBEDDED_PG_PORT: string;
   SMTP_PORT: string;
+  SUBMISSION_PORT: string;
+  SMTPS_PORT: string;
   API_PORT: string;
   [key: string]: string;
 }
@@ -38,6 +40,9 @@ export async function processEnv(dataDir: string, extra: Record<string, string> 
     DATA_DIR: dataDir,
     EMBEDDED_PG_PORT: String(await freePort()),
     SMTP_PORT: String(await freePort()),
+    // every listener gets its own free port: two server processes must never share a default
+    SUBMISSION_PORT: String(await freePort()),
+    SMTPS_PORT: String(await freePort()),
     API_PORT: String(await freePort()),
     BIND_HOST: '127.0.0.1',
     MAIL_HOSTNAME: 'mx.test.local',

@@ -16,7 +16,7 @@ import { rmSync } from 'node:fs';
 import { after, describe, it } from 'node:test';
 import { startFakeRelay, type FakeRelay } from '../helpers/fake-relay.js';
 import { tempDir } from '../helpers/harness.js';
-import { freePort, ProcessServer, processEnv } from '../helpers/process-server.js';
+import { ProcessServer, processEnv } from '../helpers/process-server.js';
 import { RawSmtp } from '../helpers/smtp-client.js';
 import { testCertificate } from '../helpers/test-tls.js';
 
@@ -66,8 +66,6 @@ describe('outbound crash safety', { timeout: 240_000 }, () => {
     relay = await startFakeRelay({ tls: 'starttls', auth: { user: 'sink', pass: 'sink pass' } });
     server = new ProcessServer(
       await processEnv(dataDir, {
-        SUBMISSION_PORT: String(await freePort()),
-        SMTPS_PORT: String(await freePort()),
         RELAY_URL: `smtp://sink:sink%20pass@localhost:${relay.port}`,
         OUTBOUND_TLS_CA_FILE: cert.caFile,
         OUTBOUND_LEASE: '2s',
