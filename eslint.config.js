@@ -31,6 +31,11 @@ export default tseslint.config(
     },
   },
   {
+    // the webmail runs in the browser: its own tsconfig (DOM, JSX) and no Node globals
+    files: ['webmail/src/**/*.{ts,tsx}'],
+    languageOptions: { parserOptions: { projectService: false, project: './webmail/tsconfig.json', tsconfigRootDir: import.meta.dirname } },
+  },
+  {
     files: ['**/*.js', '**/*.mjs'],
     ...tseslint.configs.disableTypeChecked,
   },

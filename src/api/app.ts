@@ -37,6 +37,7 @@ import { registerMailRoutes } from './routes/mails.routes.js';
 import { registerWebhookRoutes, WEBHOOKS_PATH } from './routes/webhooks.routes.js';
 import { registerSmtpSettingsRoutes } from './routes/smtp-settings.routes.js';
 import { registerProviderRoutes } from './routes/providers.routes.js';
+import { serveWebmail } from './webmail-static.js';
 
 export interface ApiDeps {
   db: Db;
@@ -57,6 +58,8 @@ export interface ApiDeps {
   bodyLimitBytes: number;
   trustProxy: string;
   version: string;
+  /** The built SPA (dist/webmail); undefined: the default next to the compiled server. */
+  webmailDir?: string;
 }
 
 export interface ApiApp {
@@ -157,6 +160,8 @@ export function createApiApp(deps: ApiDeps): ApiApp {
   app.get('/api/docs/docs.js', (_req, res) => {
     res.type('js').send(DOCS_JS);
   });
+
+  serveWebmail(app, deps.webmailDir);
 
   app.use((req: Request) => {
     throw new AppError('not_found', `no route for ${req.method} ${req.path}`);

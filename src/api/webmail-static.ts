@@ -1,0 +1,57 @@
+/**
+ * Serves the built webmail (dist/webmail, see webmail/vite.config.mjs) at `/`: hashed files
+ * under /assets with a one-year immutable cache, index.html never cached, and index.html for
+ * every other GET that asks for a page (the SPA's own router then shows the view), so a reload
+ * or a shared link works. API paths are never answered here.
+ *
+ * The pages get a strict Content-Security-Policy: everything from this origin only, no inline
+ * scripts, no objects, no framing by others. Images may come from anywhere because a message's
+ * remote images are shown inside its sandboxed frame once the reader asks for them; until then
+ * that frame's own policy (set by the webmail) blocks them.
+ */
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import express, { type Express, type NextFunction, type Request, type Response } from 'express';
+
+/** dist/src/api → dist/webmail */
+export const DEFAULT_WEBMAIL_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../webmail');
+
+const PAGE_CSP = [
+  "default-src 'self'",
+  "script-src 'self'",
+  "style-src 'self' 'unsafe-inline'",
+  'img-src * data: blob:',
+  "connect-src 'self'",
+  "frame-src 'self' blob: data:",
+  "object-src 'none'",
+  "base-uri 'none'",
+  "form-action 'self'",
+  "frame-ancestors 'none'",
+].join('; ');
+
+export function serveWebmail(app: Express, dir: string = DEFAULT_WEBMAIL_DIR): void {
+  const index = path.join(dir, 'index.html');
+  const built = existsSync(index);
+  if (built) {
+    app.use(
+      '/assets',
+      express.static(path.join(dir, 'assets'), {
+        immutable: true,
+        maxAge: '365d',
+        index: false,
+        fallthrough: false,
+      }),
+    );
+  }
+  app.get(/^\/(?!api(?:\/|$)|healthz$|readyz$|metrics$).*/, (req: Request, res: Response, next: NextFunction) => {
+    if (!req.accepts('html')) return next();
+    if (!built) {
+      res.status(503).type('text').send('The webmail is not built: run `npm run build` (the API under /api works without it).\n');
+      return;
+    }
+    res.setHeader('Content-Security-Policy', PAGE_CSP);
+    res.setHeader('Cache-Control', 'no-cache');
+    res.sendFile(index);
+  });
+}
