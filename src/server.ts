@@ -41,6 +41,8 @@ import { ProvidersService } from './services/providers.service.js';
 import { TokenService } from './services/token.service.js';
 import { UsersService } from './services/users.service.js';
 import { MailsService } from './services/mails.service.js';
+import { MailEvents } from './services/mail-events.js';
+import { WebmailService } from './services/webmail.service.js';
 import { DeliveryEventsService } from './services/delivery-events.service.js';
 import { MailgunWebhook } from './delivery/webhooks/mailgun.js';
 import { SendgridWebhook } from './delivery/webhooks/sendgrid.js';
@@ -221,11 +223,17 @@ export async function createServer(config: Config, logger: Logger): Promise<Runn
     const jobs = config.ROLES.includes('api') || config.ROLES.includes('worker') ? await startJobQueue(config, services, logger) : null;
     if (jobs) stops.push(() => jobs.stop({ graceful: true, timeout: JOBS_STOP_TIMEOUT_MS }));
     if (config.ROLES.includes('api')) {
-      api = buildApi(config, services, logger, jobs!, auth);
+      // the webmail's live events: one LISTEN connection, fanned out to the event streams
+      const events = new MailEvents(services.databaseUrl, logger);
+      await events.start();
+      stops.push(() => events.stop()); // if what follows fails; stop() may run twice
+      api = buildApi(config, services, logger, jobs!, auth, events);
       const http = await listen(api, config.BIND_HOST, config.API_PORT);
       ports.api = (http.address() as { port: number }).port;
       logger.info({ host: config.BIND_HOST, port: ports.api }, `API listening on http://${config.BIND_HOST}:${ports.api}`);
       stops.push(() => closeHttp(http));
+      // stopped first (stops run in reverse): open event streams would keep the HTTP server from closing
+      stops.push(() => events.stop());
     }
     if (config.ROLES.includes('worker')) {
       services.collector.start(config.BLOB_GC_INTERVAL_MS);
@@ -350,8 +358,22 @@ function buildApi(
   logger: Logger,
   jobs: PgBoss,
   { auth, tokens, audit }: ReturnType<typeof buildAuth>,
+  events: MailEvents,
 ): ReturnType<typeof createApiApp>['app'] {
   const apiLimiter = createLimiter(services.pool, { prefix: 'api', points: config.API_RATE_LIMIT_PER_MINUTE, durationMs: 60_000 });
+  const mails = new MailsService(
+    services.db,
+    services.ingest,
+    services.submission,
+    services.blobReader,
+    {
+      maxMessageBytes: config.MAX_MESSAGE_SIZE,
+      maxRecipients: config.MAX_RECIPIENTS,
+      maxAttachments: config.MAX_ATTACHMENTS,
+      maxReceivedHeaders: config.SMTP_MAX_RECEIVED_HEADERS,
+    },
+    logger,
+  );
   return createApiApp({
     db: services.db,
     blobs: services.blobs,
@@ -362,19 +384,8 @@ function buildApi(
     accounts: services.accounts,
     domains: new DomainsService(services.db, services.accounts, new SecretBox(config.SECRETS_KEY), audit, jobs, config.MAIL_HOSTNAME),
     users: new UsersService(services.db, services.accounts, tokens, audit),
-    mails: new MailsService(
-      services.db,
-      services.ingest,
-      services.submission,
-      services.blobReader,
-      {
-        maxMessageBytes: config.MAX_MESSAGE_SIZE,
-        maxRecipients: config.MAX_RECIPIENTS,
-        maxAttachments: config.MAX_ATTACHMENTS,
-        maxReceivedHeaders: config.SMTP_MAX_RECEIVED_HEADERS,
-      },
-      logger,
-    ),
+    mails,
+    webmail: new WebmailService(services.db, mails, services.messages, events, { keepaliveMs: 25_000, maxStreamsPerUser: 10 }),
     deliveryEvents: buildDeliveryEvents(config, services, logger),
     smtpSettings: services.smtpSettings,
     providers: services.providers,

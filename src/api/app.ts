@@ -25,6 +25,7 @@ import type { MailsService } from '../services/mails.service.js';
 import type { DeliveryEventsService } from '../services/delivery-events.service.js';
 import type { SmtpSettingsService } from '../services/smtp-settings.service.js';
 import type { ProvidersService } from '../services/providers.service.js';
+import type { WebmailService } from '../services/webmail.service.js';
 import { bearerClaims, createAuthenticate } from './middleware/authenticate.js';
 import { createErrorHandler } from './middleware/errors.js';
 import { buildOpenApi, docsPage, DOCS_CSS, DOCS_JS } from './openapi.js';
@@ -37,6 +38,7 @@ import { registerMailRoutes } from './routes/mails.routes.js';
 import { registerWebhookRoutes, WEBHOOKS_PATH } from './routes/webhooks.routes.js';
 import { registerSmtpSettingsRoutes } from './routes/smtp-settings.routes.js';
 import { registerProviderRoutes } from './routes/providers.routes.js';
+import { registerWebmailRoutes } from './routes/webmail.routes.js';
 import { serveWebmail } from './webmail-static.js';
 
 export interface ApiDeps {
@@ -53,6 +55,7 @@ export interface ApiDeps {
   deliveryEvents: DeliveryEventsService;
   smtpSettings: SmtpSettingsService;
   providers: ProvidersService;
+  webmail: WebmailService;
   apiLimiter: Limiter;
   corsOrigins: string[];
   bodyLimitBytes: number;
@@ -147,6 +150,7 @@ export function createApiApp(deps: ApiDeps): ApiApp {
   registerWebhookRoutes(routeDeps, deps.deliveryEvents);
   registerSmtpSettingsRoutes(routeDeps, deps.smtpSettings);
   registerProviderRoutes(routeDeps, deps.providers);
+  registerWebmailRoutes(routeDeps, deps.webmail, deps.mails);
 
   app.get('/api/openapi.json', (_req, res) => {
     res.json(buildOpenApi(registry, { version: deps.version }));

@@ -12,6 +12,7 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { AppError } from '../core/errors.js';
 import express, { type Express, type NextFunction, type Request, type Response } from 'express';
 
 /** dist/src/api → dist/webmail */
@@ -40,12 +41,16 @@ export function serveWebmail(app: Express, dir: string = DEFAULT_WEBMAIL_DIR): v
         immutable: true,
         maxAge: '365d',
         index: false,
-        fallthrough: false,
       }),
     );
   }
-  app.get(/^\/(?!api(?:\/|$)|healthz$|readyz$|metrics$).*/, (req: Request, res: Response, next: NextFunction) => {
-    if (!req.accepts('html')) return next();
+  // an old or mistyped asset name: a JSON 404 (our error handler), never index.html
+  app.use('/assets', (req: Request) => {
+    throw new AppError('not_found', `no asset ${req.path}`);
+  });
+  // a middleware, not a route: the OpenAPI check walks the routes, and this is no API route
+  app.use((req: Request, res: Response, next: NextFunction) => {
+    if ((req.method !== 'GET' && req.method !== 'HEAD') || !wantsPage(req)) return next();
     if (!built) {
       res.status(503).type('text').send('The webmail is not built: run `npm run build` (the API under /api works without it).\n');
       return;
@@ -54,4 +59,13 @@ export function serveWebmail(app: Express, dir: string = DEFAULT_WEBMAIL_DIR): v
     res.setHeader('Cache-Control', 'no-cache');
     res.sendFile(index);
   });
+}
+
+/**
+ * A browser navigating to a page sends Accept: text/html; API clients, curl and health probes
+ * do not, and get the JSON 404 for a path nobody serves.
+ */
+function wantsPage(req: Request): boolean {
+  if (/^\/(?:api(?:\/|$)|healthz$|readyz$|metrics$|assets\/)/.test(req.path)) return false;
+  return (req.get('accept') ?? '').includes('text/html');
 }

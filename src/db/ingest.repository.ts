@@ -13,12 +13,18 @@
  * transaction, the contract blobs.repository.ts documents. The full-text vector is built here
  * from the subject (weight A), the addresses (B) and the body text (D), with the `simple`
  * configuration so every language is indexed the same way.
+ *
+ * The same statement NOTIFYs `mail_events` once per stored copy ({mailbox_id, folder_id,
+ * reason: "new"}): PostgreSQL delivers it on COMMIT to every API process listening
+ * (services/mail-events.ts), so the webmail learns of new mail whichever process stored it,
+ * at no extra round trip.
  */
 import { sql, type Kysely, type RawBuilder, type Transaction } from 'kysely';
 import { AppError } from '../core/errors.js';
 import { MAX_INDEXED_TEXT_CHARS } from '../core/limits.js';
 import { upsertReferences, type BlobReference } from './blobs.repository.js';
 import { PREPARED } from './prepared-statements.js';
+import { MAIL_EVENTS_CHANNEL } from './webmail.repository.js';
 import type { AddressJson, Database, SpecialUse } from './types.js';
 
 type Executor = Kysely<Database> | Transaction<Database>;
@@ -119,14 +125,16 @@ export async function recordDelivery(
         s.raw_size, c.trace_headers, s.auth_summary, s.search
       FROM copies c CROSS JOIN shared s
       ORDER BY c.ord
-      RETURNING id, tenant_id, mailbox_id, envelope_to, size
+      RETURNING id, tenant_id, mailbox_id, folder_id, envelope_to, size
     )${attachments.length > 0 ? sql`, attachment_rows AS (${insertAttachments(attachments)})` : sql``},
     charges AS (
       INSERT INTO quota_charges (mailbox_id, bytes, messages) SELECT mailbox_id, size, 1 FROM inserted
     )
     SELECT
       (SELECT coalesce(array_agg(key), '{}') FROM blob_refs WHERE in_row) AS in_row,
-      (SELECT coalesce(json_agg(json_build_object('id', id, 'mailbox_id', mailbox_id, 'envelope_to', envelope_to)), '[]') FROM inserted) AS ids
+      (SELECT coalesce(json_agg(json_build_object('id', id, 'mailbox_id', mailbox_id, 'envelope_to', envelope_to)), '[]') FROM inserted) AS ids,
+      (SELECT count(*) FROM inserted,
+        LATERAL pg_notify('${sql.raw(MAIL_EVENTS_CHANNEL)}', json_build_object('mailbox_id', mailbox_id, 'folder_id', folder_id, 'reason', 'new')::text)) AS notified
   `;
   let row: { in_row: string[]; ids: { id: string; mailbox_id: string; envelope_to: string }[] } | undefined;
   try {

@@ -138,17 +138,28 @@ export async function messageInMailbox(db: Executor, mailboxId: string, id: stri
   return db.selectFrom('messages').selectAll().where('mailbox_id', '=', mailboxId).where('id', '=', id).executeTakeFirst();
 }
 
-/** Attachments by id that belong to draft messages of the mailbox, in the order of `ids`; missing ones are left out. */
-export async function draftAttachments(db: Executor, mailboxId: string, ids: string[]): Promise<Attachment[]> {
+/** Attachments by id of any message of the mailbox, in the order of `ids`; missing ones are left out. */
+export async function mailboxAttachments(db: Executor, mailboxId: string, ids: string[]): Promise<Attachment[]> {
   if (ids.length === 0) return [];
   const rows = await db
     .selectFrom('attachments')
     .innerJoin('messages', 'messages.id', 'attachments.message_id')
     .selectAll('attachments')
     .where('messages.mailbox_id', '=', mailboxId)
-    .where('messages.draft', '=', true)
     .where('attachments.id', 'in', ids)
     .execute();
   const byId = new Map(rows.map((r) => [r.id, r]));
   return ids.flatMap((id) => byId.get(id) ?? []);
+}
+
+/** The owner's draft whose Drafts copy is message `messageId`, or undefined. */
+export async function draftOfCopy(db: Executor, owner: Owner, messageId: string): Promise<Submission | undefined> {
+  return db
+    .selectFrom('submissions')
+    .selectAll()
+    .where('tenant_id', '=', owner.tenantId)
+    .where('user_id', '=', owner.userId)
+    .where('stored_message_id', '=', messageId)
+    .where('status', '=', 'draft')
+    .executeTakeFirst();
 }

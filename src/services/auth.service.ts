@@ -7,6 +7,10 @@
  * against a dummy hash), so neither the answer nor its timing tells whether an account exists.
  * A suspended user's correct password gets 403 `account_suspended` (only the owner of the
  * password learns that). Every attempt is audited.
+ *
+ * changePassword() (the webmail's settings) needs the current password, checked with the same
+ * lockout counters as a login; it revokes every refresh token of the user and hands back a new
+ * pair, so every other session ends and this one goes on.
  */
 import bcrypt from 'bcrypt';
 import { AppError } from '../core/errors.js';
@@ -98,6 +102,30 @@ export class AuthService {
     await this.limits.accountLockout.reset(accountKey);
     await this.audit.record({ tenantId: user.tenant_id, actorUserId: user.id, actorEmail: email, action, targetType: 'user', targetId: user.id, ip });
     return user;
+  }
+
+  async changePassword(userId: string, tenantId: string, input: { current_password: string; password: string }, ip: string): Promise<TokenPair> {
+    const user = await this.db.selectFrom('users').selectAll().where('id', '=', userId).where('tenant_id', '=', tenantId).executeTakeFirst();
+    if (!user) throw new AppError('unauthorized', 'invalid or expired token');
+    const accountKey = `acct:${user.email}`;
+    const ipKey = `ip:${ip}`;
+    await this.limits.accountLockout.check(accountKey, LOCKED);
+    await this.limits.ipLockout.check(ipKey, LOCKED);
+    if (!(await bcrypt.compare(input.current_password, user.password_hash))) {
+      await this.audit.record({ tenantId, actorUserId: user.id, actorEmail: user.email, action: 'auth.password_change.failed', targetType: 'user', targetId: user.id, ip });
+      await this.limits.accountLockout.consume(accountKey, LOCKED);
+      await this.limits.ipLockout.consume(ipKey, LOCKED);
+      throw new AppError('validation_failed', 'the current password is not correct', {
+        details: [{ in: 'body', path: 'current_password', message: 'is not correct' }],
+      });
+    }
+    await this.limits.accountLockout.reset(accountKey);
+    checkPassword(input.password);
+    const hash = await bcrypt.hash(input.password, BCRYPT_ROUNDS);
+    await this.db.updateTable('users').set({ password_hash: hash }).where('id', '=', user.id).where('tenant_id', '=', tenantId).execute();
+    await this.tokens.revokeAllForUser(user.id);
+    await this.audit.record({ tenantId, actorUserId: user.id, actorEmail: user.email, action: 'auth.password_changed', targetType: 'user', targetId: user.id, ip });
+    return this.tokens.issuePair(user);
   }
 
   async refresh(refreshToken: string): Promise<TokenPair> {

@@ -14,6 +14,12 @@
  * it in place of the draft row (same id), then removes the Drafts copy (its blob references and
  * quota charge are released). A sent mail cannot be deleted: it cannot be unsent.
  *
+ * The webmail edits a draft by replacing it: compose with `replace_draft` (the old draft's Drafts
+ * copy) stores the new draft and removes the old one (copy and row) in ONE transaction, or removes
+ * it once the message is queued; an upload to a draft recomposes it with the new files and
+ * replaces it the same way. `attachment_ids` may name attachments of any message of the caller's
+ * mailbox (a forward carries the original's files).
+ *
  * Every method needs a caller with a mailbox (403 otherwise). Another user's or tenant's id is a
  * 404, as is a malformed id.
  */
@@ -25,19 +31,22 @@ import type { Db } from '../db/database.js';
 import { usageOf } from '../db/mailboxes.repository.js';
 import {
   deleteSubmission,
-  draftAttachments,
+  draftOfCopy,
   eventsOf,
   findSubmission,
   insertDraft,
   listSubmissions,
   lockDraft,
+  mailboxAttachments,
   mailboxOfUser,
   messageInMailbox,
   outboundOf,
   userName,
 } from '../db/mails.repository.js';
 import { attachmentsOf, deleteMessage, getById } from '../db/messages.repository.js';
-import type { Attachment, Mailbox, Submission } from '../db/types.js';
+import { notifyMailEvents } from '../db/webmail.repository.js';
+import type { Attachment, Database, Mailbox, Submission } from '../db/types.js';
+import type { Transaction } from 'kysely';
 import { parseAddressList, parseRecipients, validateHeaderText, type ParsedAddress, type RecipientFields } from './address-validation.js';
 import type { BlobReader } from './blob-reader.service.js';
 import type { IngestService } from './ingest.service.js';
@@ -79,6 +88,8 @@ export interface ComposeInput extends RecipientFields {
   in_reply_to?: string;
   draft?: boolean;
   attachment_ids?: string[];
+  /** The message id of a draft's Drafts copy this message replaces. */
+  replace_draft?: string;
 }
 
 export interface Queued {
@@ -200,12 +211,44 @@ export class MailsService {
   /** POST /api/webmail/messages: a draft (201) or a message sent at once (202). */
   async compose(actor: Sender, input: ComposeInput, ip: string): Promise<{ draft: MailView } | { queued: Queued }> {
     const writer = await this.writer(actor);
+    const replacing = input.replace_draft === undefined ? null : await this.draftByCopy(writer, input.replace_draft);
     const reply = input.in_reply_to === undefined ? null : await this.replyHeaders(writer, input.in_reply_to);
-    const attachments = await this.ownDraftAttachments(writer, input.attachment_ids ?? []);
+    const attachments = await this.ownAttachments(writer, input.attachment_ids ?? []);
     const letter = this.letter(writer, { ...input, from: this.ownAddress(writer), reply }, attachments);
-    if (input.draft) return { draft: await this.getMail(actor, await this.storeDraft(writer, letter, 'webmail', ip)) };
+    if (input.draft) return { draft: await this.getMail(actor, await this.storeDraft(writer, letter, 'webmail', ip, replacing)) };
     const result = await this.submitLetter(writer, letter, 'webmail', ip);
+    if (replacing) await this.dropReplacedDraft(writer, replacing);
     return { queued: { id: result.id, status: 'queued', recipients: result.recipients } };
+  }
+
+  /**
+   * POST /api/webmail/messages/:id/attachments: the draft whose Drafts copy is `copyId`,
+   * recomposed with its attachments plus `files`, replaces the old one (copy and row) in one
+   * transaction. Returns the new Drafts copy's message id.
+   */
+  async addAttachmentsToDraft(actor: Sender, copyId: string, files: UploadedFile[], ip: string): Promise<string> {
+    const writer = await this.writer(actor);
+    const draft = await this.draftByCopy(writer, copyId);
+    const fields = draft.draft as DraftFields;
+    const stored = await attachmentsOf(this.db, copyId);
+    const existing = await this.readAttachments(stored);
+    const letter = this.letter(
+      writer,
+      {
+        from: fields.from,
+        to: fields.to.map(formatAddress),
+        cc: fields.cc.map(formatAddress),
+        bcc: fields.bcc.map(formatAddress),
+        subject: fields.subject,
+        text: fields.text ?? undefined,
+        html: fields.html ?? undefined,
+        reply: replyOf(fields),
+      },
+      [...existing, ...files.map((f, i) => uploaded(f, existing.length + i))],
+    );
+    const id = await this.storeDraft(writer, letter, draft.source === 'webmail' ? 'webmail' : 'api', ip, draft);
+    const created = await findSubmission(this.db, actor, id);
+    return created!.stored_message_id!;
   }
 
   // --- the steps ---
@@ -293,10 +336,11 @@ export class MailsService {
   }
 
   /** The Drafts copy and the draft row, in one transaction. Returns the draft's id. */
-  private async storeDraft(writer: Writer, letter: Letter, source: 'api' | 'webmail', ip: string): Promise<string> {
+  private async storeDraft(writer: Writer, letter: Letter, source: 'api' | 'webmail', ip: string, replacing: Submission | null = null): Promise<string> {
     const raw = await this.build(letter);
     const usage = await usageOf(this.db, writer.mailbox.id);
-    if (usage.used_bytes + raw.length > writer.mailbox.quota_bytes) {
+    const freed = replacing?.stored_message_id ? Number((await getById(this.db, replacing.stored_message_id))?.size ?? 0) : 0;
+    if (usage.used_bytes - freed + raw.length > writer.mailbox.quota_bytes) {
       throw new AppError('quota_exceeded', `mailbox <${writer.mailbox.address}> is full: the draft does not fit in its quota`);
     }
     const { attachments: _bytes, ...fields } = letter;
@@ -310,6 +354,7 @@ export class MailsService {
         maxReceived: this.options.maxReceivedHeaders,
         verify: false,
         record: async (trx, stored) => {
+          if (replacing) await this.removeDraft(trx, writer, replacing);
           const row = await insertDraft(trx, {
             tenantId: writer.sender.tenantId,
             userId: writer.sender.userId,
@@ -376,16 +421,48 @@ export class MailsService {
     return out;
   }
 
-  /** webmail attachment_ids: attachments of the caller's own drafts. */
-  private async ownDraftAttachments(writer: Writer, ids: string[]): Promise<ComposeAttachment[]> {
+  /** webmail attachment_ids: attachments of any message of the caller's mailbox. */
+  private async ownAttachments(writer: Writer, ids: string[]): Promise<ComposeAttachment[]> {
     const bad = ids.find((id) => !UUID.test(id));
-    if (bad !== undefined) throw new AppError('not_found', `no attachment ${bad} in your drafts`);
-    const rows = await draftAttachments(this.db, writer.mailbox.id, ids);
+    if (bad !== undefined) throw new AppError('not_found', `no attachment ${bad} in your mailbox`);
+    const rows = await mailboxAttachments(this.db, writer.mailbox.id, ids);
     if (rows.length !== ids.length) {
       const missing = ids.find((id) => !rows.some((r) => r.id === id));
-      throw new AppError('not_found', `no attachment ${missing} in your drafts`);
+      throw new AppError('not_found', `no attachment ${missing} in your mailbox`);
     }
     return this.readAttachments(rows);
+  }
+
+  /** The draft whose Drafts copy is message `copyId`: 404 when it is no message of the caller's, 409 when not a draft's copy. */
+  private async draftByCopy(writer: Writer, copyId: string): Promise<Submission> {
+    const message = UUID.test(copyId) ? await messageInMailbox(this.db, writer.mailbox.id, copyId) : undefined;
+    if (!message) throw new AppError('not_found', `no message ${copyId} in your mailbox`);
+    const draft = await draftOfCopy(this.db, writer.sender, copyId);
+    if (!draft) throw new AppError('conflict', `message ${copyId} is not a draft: only a draft can be replaced or get attachments`);
+    return draft;
+  }
+
+  /** The replaced draft's copy and row, in the caller's transaction; gone already (sent, deleted) is a conflict. */
+  private async removeDraft(trx: Transaction<Database>, writer: Writer, draft: Submission): Promise<void> {
+    const locked = await lockDraft(trx, writer.sender, draft.id);
+    if (!locked || locked.stored_message_id !== draft.stored_message_id) {
+      throw new AppError('conflict', 'the draft being replaced was sent or deleted meanwhile; nothing was saved');
+    }
+    if (locked.stored_message_id) {
+      const copy = await getById(trx, locked.stored_message_id);
+      await deleteMessage(trx, writer.sender.tenantId, locked.stored_message_id);
+      if (copy) await notifyMailEvents(trx, [{ mailbox_id: copy.mailbox_id, folder_id: copy.folder_id, reason: 'deleted' }]);
+    }
+    await deleteSubmission(trx, locked.id);
+  }
+
+  /** After sending in place of a draft: the old draft goes; a failure leaves it for the user to delete, never a lost mail. */
+  private async dropReplacedDraft(writer: Writer, draft: Submission): Promise<void> {
+    try {
+      await this.db.transaction().execute((trx) => this.removeDraft(trx, writer, draft));
+    } catch (err) {
+      this.logger.warn({ err: describeError(err), submission_id: draft.id }, 'the message was queued but the draft it replaces could not be removed');
+    }
   }
 
   /** In-Reply-To and References from a message of the caller's mailbox (RFC 5322 §3.6.4). */
@@ -396,6 +473,16 @@ export class MailsService {
     const references = [...original.references_ids.filter((r) => MESSAGE_ID.test(r)), original.message_id].slice(-MAX_REFERENCES);
     return { inReplyTo: original.message_id, references };
   }
+}
+
+/** An address as a draft keeps it, written back for the parser (a quoted name keeps its spaces). */
+function formatAddress(a: ParsedAddress): string {
+  return a.name ? `"${a.name.replace(/["\\]/g, '\\$&')}" <${a.address}>` : a.address;
+}
+
+/** A stored draft's reply headers, as its letter had them. */
+function replyOf(fields: DraftFields): { inReplyTo: string; references: string[] } | null {
+  return fields.in_reply_to ? { inReplyTo: fields.in_reply_to, references: fields.references } : null;
 }
 
 function uploaded(file: UploadedFile, index: number): ComposeAttachment {

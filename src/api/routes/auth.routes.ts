@@ -1,5 +1,5 @@
 /**
- * /api/auth: signup, login, refresh, logout, me (API.md "Auth").
+ * /api/auth: signup, login, refresh, logout, me, password (API.md "Auth").
  */
 import { z } from 'zod';
 import type { AuthService } from '../../services/auth.service.js';
@@ -76,5 +76,18 @@ export function registerAuthRoutes(deps: RouteDeps, auth: AuthService): void {
       responses: { 200: { description: 'the caller' } },
     },
     async ({ caller }) => ({ status: 200, body: await auth.me(caller!.userId, caller!.tenantId) }),
+  );
+  defineRoute(
+    deps,
+    {
+      method: 'post',
+      path: '/api/auth/password',
+      tag: 'auth',
+      summary: 'Change your password (current_password required; a wrong one counts as a failed login): every other session ends; returns a new token pair',
+      auth: 'user',
+      body: z.strictObject({ current_password: password, password }),
+      responses: { 200: { description: '{access_token, refresh_token, expires_in}' } },
+    },
+    async ({ body, caller, ip }) => ({ status: 200, body: await auth.changePassword(caller!.userId, caller!.tenantId, body, ip) }),
   );
 }

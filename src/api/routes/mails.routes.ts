@@ -157,7 +157,7 @@ export function registerMailRoutes(deps: RouteDeps, mails: MailsService): void {
       path: '/api/webmail/messages',
       tag: 'webmail',
       summary:
-        'Compose from your own address: sent at once (202), or kept in Drafts with draft: true (201). in_reply_to: the id of a message of yours to answer; attachment_ids: attachments of your drafts',
+        'Compose from your own address: sent at once (202), or kept in Drafts with draft: true (201). in_reply_to: the id of a message of yours to answer; attachment_ids: attachments of any message of yours (a forward); replace_draft: the message id of a draft\'s Drafts copy that this replaces (removed with the new draft stored, or once the message is queued)',
       auth: 'user',
       body: z.strictObject({
         to: addresses.optional(),
@@ -169,8 +169,9 @@ export function registerMailRoutes(deps: RouteDeps, mails: MailsService): void {
         in_reply_to: z.string().max(100).optional(),
         draft: z.boolean().optional(),
         attachment_ids: z.array(z.string().max(100)).max(mails.uploadLimits.maxFiles).optional(),
+        replace_draft: z.string().max(100).optional(),
       }),
-      responses: { 201: { description: 'the draft' }, 202: { description: '{id, status: "queued", recipients}' } },
+      responses: { 201: { description: 'the draft (stored_message_id: its Drafts copy, the id the webmail uses)' }, 202: { description: '{id, status: "queued", recipients}' } },
     },
     async ({ body, caller, ip }) => {
       const result = await mails.compose(sender(caller), body, ip);
