@@ -7,7 +7,7 @@ import { ApiError } from './api';
 
 export function errorText(err: unknown): string {
   if (err instanceof ApiError) {
-    const detail = err.details.find((d) => d.message && d.message !== err.message);
+    const detail = err.details.find((d) => d.message && !err.message.includes(d.message));
     return detail ? `${err.message} (${detail.path ? `${detail.path}: ` : ''}${detail.message})` : err.message;
   }
   return err instanceof Error ? err.message : String(err);
