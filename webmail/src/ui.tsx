@@ -1,8 +1,9 @@
 /**
  * Small shared pieces: the error banner showing the API's `error` text, loading and empty
- * states, and byte/date formatting. Pages build on these so messages look the same everywhere.
+ * states, the busy/error state of an action (useAction), and byte/date formatting. Pages build
+ * on these so messages look the same everywhere.
  */
-import type { ReactNode } from 'react';
+import { useCallback, useState, type ReactNode } from 'react';
 import { ApiError } from './api';
 
 export function errorText(err: unknown): string {
@@ -25,6 +26,35 @@ export function ErrorBanner({ error, onDismiss }: { error: unknown; onDismiss?: 
       )}
     </div>
   );
+}
+
+/**
+ * The busy flag and the error of a form or button that calls the API. Every one of them did the
+ * same dance (clear the error, set busy, await, catch into the error banner, clear busy); `run`
+ * does it once and says whether the action succeeded. `keepBusyOnSuccess` is for actions that
+ * leave the page when they succeed (log in, sign up): the button stays disabled until it goes.
+ * A state update after the component has gone (a row deleted, a page left) is a no-op in React.
+ */
+export function useAction({ keepBusyOnSuccess = false }: { keepBusyOnSuccess?: boolean } = {}) {
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<unknown>(null);
+  const run = useCallback(
+    async (action: () => Promise<unknown>): Promise<boolean> => {
+      setBusy(true);
+      setError(null);
+      try {
+        await action();
+        if (!keepBusyOnSuccess) setBusy(false);
+        return true;
+      } catch (err) {
+        setError(err);
+        setBusy(false);
+        return false;
+      }
+    },
+    [keepBusyOnSuccess],
+  );
+  return { busy, error, setError, run };
 }
 
 export function Notice({ children }: { children: ReactNode }) {

@@ -4,18 +4,19 @@
  * screen readers handle badly). Used by the Domains, Users and Providers admin pages.
  */
 import { useState } from 'react';
+import { useAction } from '../ui';
 
 interface Props {
   /** What is deleted, for the question and the button's accessible name ("Delete example.com"). */
   subject: string;
   /** What else goes with it, e.g. "its mailbox and every message". */
   consequence?: string;
-  onConfirm: () => Promise<void>;
+  onConfirm: () => Promise<unknown>;
 }
 
 export function ConfirmDelete({ subject, consequence, onConfirm }: Props) {
   const [asking, setAsking] = useState(false);
-  const [busy, setBusy] = useState(false);
+  const { busy, run } = useAction();
 
   if (!asking) {
     return (
@@ -25,13 +26,8 @@ export function ConfirmDelete({ subject, consequence, onConfirm }: Props) {
     );
   }
   const confirm = async () => {
-    setBusy(true);
-    try {
-      await onConfirm();
-    } finally {
-      setBusy(false);
-      setAsking(false);
-    }
+    await run(onConfirm);
+    setAsking(false);
   };
   return (
     <span role="group" aria-label={`Confirm deleting ${subject}`} className="confirm">

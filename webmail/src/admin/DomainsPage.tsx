@@ -5,7 +5,7 @@
  */
 import { useState, type FormEvent } from 'react';
 import { api } from '../api';
-import { Empty, ErrorBanner, Loading, Notice } from '../ui';
+import { Empty, ErrorBanner, Loading, Notice, useAction } from '../ui';
 import './admin.css';
 import { DomainCard } from './DomainCard';
 import type { Domain } from './types';
@@ -53,21 +53,14 @@ export function DomainsPage() {
 
 function AddDomainForm({ onAdded }: { onAdded: (d: Domain) => void }) {
   const [name, setName] = useState('');
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<unknown>(null);
+  const { busy, error, setError, run } = useAction();
 
   const submit = async (e: FormEvent) => {
     e.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
+    await run(async () => {
       onAdded(await api<Domain>('POST', '/api/domains', { name: name.trim() }));
       setName('');
-    } catch (err) {
-      setError(err);
-    } finally {
-      setBusy(false);
-    }
+    });
   };
 
   return (

@@ -5,7 +5,7 @@
  */
 import { useState, type FormEvent } from 'react';
 import { api } from '../api';
-import { ErrorBanner } from '../ui';
+import { ErrorBanner, useAction } from '../ui';
 import { PROVIDER_FIELDS, PROVIDER_TYPE_LABELS, providerFieldValues, type ProviderField } from './provider-fields';
 import type { Provider, ProviderType } from './types';
 
@@ -17,8 +17,7 @@ export function ProviderForm({ onAdded }: { onAdded: (p: Provider) => void }) {
   const [enabled, setEnabled] = useState(true);
   const [priority, setPriority] = useState('100');
   const [values, setValues] = useState<Record<string, string | boolean>>({});
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<unknown>(null);
+  const { busy, error, setError, run } = useAction();
 
   const clearSecrets = () =>
     setValues((v) => {
@@ -29,19 +28,13 @@ export function ProviderForm({ onAdded }: { onAdded: (p: Provider) => void }) {
 
   const submit = async (e: FormEvent) => {
     e.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
+    const added = await run(async () => {
       const body = { name: name.trim(), provider_type: type, enabled, priority: Number(priority || '100'), ...providerFieldValues(type, values) };
       onAdded(await api<Provider>('POST', '/api/providers', body));
       setName('');
       setValues({});
-    } catch (err) {
-      setError(err);
-      clearSecrets();
-    } finally {
-      setBusy(false);
-    }
+    });
+    if (!added) clearSecrets();
   };
 
   return (

@@ -6,7 +6,7 @@
  */
 import { useState } from 'react';
 import { api } from '../api';
-import { Empty, ErrorBanner, Loading, Notice } from '../ui';
+import { Empty, ErrorBanner, Loading, Notice, useAction } from '../ui';
 import './admin.css';
 import { ConfirmDelete } from './ConfirmDelete';
 import { ProviderForm } from './ProviderForm';
@@ -59,21 +59,9 @@ export function ProvidersPage() {
 }
 
 function ProviderRow({ provider, onChanged, onDeleted }: { provider: Provider; onChanged: (p: Provider) => void; onDeleted: (p: Provider) => void }) {
-  const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
+  const { busy, error, setError, run } = useAction();
   const [result, setResult] = useState<TestResult | null>(null);
 
-  const run = async (action: () => Promise<void>) => {
-    setBusy(true);
-    setError(null);
-    try {
-      await action();
-    } catch (err) {
-      setError(err);
-    } finally {
-      setBusy(false);
-    }
-  };
   const test = () =>
     run(async () => {
       setResult(null);

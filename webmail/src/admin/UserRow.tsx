@@ -4,7 +4,7 @@
  */
 import { useId, useState, type FormEvent } from 'react';
 import { api } from '../api';
-import { ErrorBanner, formatBytes } from '../ui';
+import { ErrorBanner, formatBytes, useAction } from '../ui';
 import { ConfirmDelete } from './ConfirmDelete';
 import type { AdminUser } from './types';
 
@@ -18,21 +18,9 @@ interface Props {
 }
 
 export function UserRow({ user, onChanged, onDeleted, onNotice }: Props) {
-  const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
+  const { busy, error, setError, run } = useAction();
   const [resetting, setResetting] = useState(false);
 
-  const run = async (action: () => Promise<void>) => {
-    setBusy(true);
-    setError(null);
-    try {
-      await action();
-    } catch (err) {
-      setError(err);
-    } finally {
-      setBusy(false);
-    }
-  };
   const toggleStatus = () =>
     run(async () => {
       const status = user.status === 'suspended' ? 'active' : 'suspended';
@@ -108,21 +96,14 @@ function QuotaBar({ user }: { user: AdminUser }) {
 function ResetPasswordForm({ user, onDone }: { user: AdminUser; onDone: () => void }) {
   const id = useId();
   const [password, setPassword] = useState('');
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<unknown>(null);
+  const { busy, error, setError, run } = useAction();
 
   const submit = async (e: FormEvent) => {
     e.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
+    await run(async () => {
       await api('PUT', `/api/users/${user.id}/password`, { password });
       onDone();
-    } catch (err) {
-      setError(err);
-    } finally {
-      setBusy(false);
-    }
+    });
   };
 
   return (

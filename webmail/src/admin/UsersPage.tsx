@@ -6,7 +6,7 @@
  */
 import { useState, type FormEvent } from 'react';
 import { api } from '../api';
-import { Empty, ErrorBanner, Loading, Notice } from '../ui';
+import { Empty, ErrorBanner, Loading, Notice, useAction } from '../ui';
 import './admin.css';
 import type { AdminUser, Role } from './types';
 import { usePagedList } from './use-paged-list';
@@ -56,25 +56,18 @@ const EMPTY_FORM = { email: '', name: '', password: '', role: 'member' as Role, 
 
 function CreateUserForm({ onCreated }: { onCreated: (u: AdminUser) => void }) {
   const [form, setForm] = useState(EMPTY_FORM);
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<unknown>(null);
+  const { busy, error, setError, run } = useAction();
   const set = (key: keyof typeof EMPTY_FORM) => (e: { target: { value: string } }) => setForm((f) => ({ ...f, [key]: e.target.value }));
 
   const submit = async (e: FormEvent) => {
     e.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
+    await run(async () => {
       const body: Record<string, unknown> = { email: form.email.trim(), password: form.password, role: form.role };
       if (form.name.trim()) body.name = form.name.trim();
       if (form.quota.trim()) body.quota_mb = Number(form.quota);
       onCreated(await api<AdminUser>('POST', '/api/users', body));
       setForm(EMPTY_FORM);
-    } catch (err) {
-      setError(err);
-    } finally {
-      setBusy(false);
-    }
+    });
   };
 
   return (

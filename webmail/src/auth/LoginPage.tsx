@@ -6,27 +6,22 @@
 import { useState, type FormEvent } from 'react';
 import { Link, navigate } from '../router';
 import { useSession } from '../session';
-import { ErrorBanner } from '../ui';
+import { ErrorBanner, useAction } from '../ui';
 import './auth.css';
 
 export function LoginPage() {
   const { login } = useSession();
   const [email, setEmail] = useState('');
   const [password, setPassword] = useState('');
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<unknown>(null);
+  // on success the page is left, so the button stays disabled until then
+  const { busy, error, run } = useAction({ keepBusyOnSuccess: true });
 
   async function submit(e: FormEvent) {
     e.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
+    await run(async () => {
       await login(email.trim(), password);
       navigate('/mail/INBOX', { replace: true });
-    } catch (err) {
-      setError(err);
-      setBusy(false);
-    }
+    });
   }
 
   return (

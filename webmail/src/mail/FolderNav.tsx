@@ -6,7 +6,7 @@
 import { useState, type FormEvent } from 'react';
 import { api } from '../api';
 import { Link } from '../router';
-import { ErrorBanner, formatBytes } from '../ui';
+import { ErrorBanner, formatBytes, useAction } from '../ui';
 import { displayName, folderParam, type Folder, type MailboxesResponse } from './types';
 
 interface Props {
@@ -56,23 +56,16 @@ export function FolderNav({ folders, mailbox, error, current, onChosen, onCreate
 function NewFolder({ onCreated }: { onCreated: () => Promise<void> }) {
   const [open, setOpen] = useState(false);
   const [name, setName] = useState('');
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<unknown>(null);
+  const { busy, error, run } = useAction();
 
   async function submit(e: FormEvent) {
     e.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
+    await run(async () => {
       await api('POST', '/api/webmail/mailboxes', { name: name.trim() });
       await onCreated();
       setName('');
       setOpen(false);
-    } catch (err) {
-      setError(err);
-    } finally {
-      setBusy(false);
-    }
+    });
   }
 
   if (!open) {

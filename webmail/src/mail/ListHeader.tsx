@@ -5,7 +5,7 @@
  */
 import { useEffect, useState } from 'react';
 import { api } from '../api';
-import { ErrorBanner } from '../ui';
+import { ErrorBanner, useAction } from '../ui';
 import { displayName, type Folder } from './types';
 
 interface Props {
@@ -19,22 +19,13 @@ interface Props {
 
 export function ListHeader({ heading, searching, folder, onEmptied, onDeleted, onClearSearch }: Props) {
   const [confirming, setConfirming] = useState(false);
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<unknown>(null);
+  const { busy, error, setError, run } = useAction();
   const folderId = folder?.id;
 
   useEffect(() => {
     setConfirming(false);
     setError(null);
-  }, [folderId, searching]);
-
-  const run = (fn: () => Promise<void>) => {
-    setBusy(true);
-    setError(null);
-    fn()
-      .catch((err: unknown) => setError(err))
-      .finally(() => setBusy(false));
-  };
+  }, [folderId, searching, setError]);
 
   const emptiable = !searching && (folder?.special_use === 'trash' || folder?.special_use === 'junk');
   const name = folder ? displayName(folder) : '';
@@ -54,7 +45,7 @@ export function ListHeader({ heading, searching, folder, onEmptied, onDeleted, o
           </button>
         )}
         {!searching && folder && !folder.special_use && (
-          <button type="button" className="link" disabled={busy} onClick={() => run(async () => {
+          <button type="button" className="link" disabled={busy} onClick={() => void run(async () => {
             await api('DELETE', `/api/webmail/mailboxes/${folder.id}`);
             onDeleted();
           })}>
@@ -72,7 +63,7 @@ export function ListHeader({ heading, searching, folder, onEmptied, onDeleted, o
             className="danger"
             disabled={busy}
             onClick={() =>
-              run(async () => {
+              void run(async () => {
                 await api('DELETE', `/api/webmail/mailboxes/${folder.id}/messages`);
                 setConfirming(false);
                 onEmptied();

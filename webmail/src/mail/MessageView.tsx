@@ -4,9 +4,8 @@
  * flag, move, delete, download original), the attachments and the body. Actions are the Mail
  * page's (it also drives them from the keyboard); this component only shows and asks.
  */
-import { useState } from 'react';
 import { download } from '../api';
-import { ErrorBanner, formatBytes, formatFullDate } from '../ui';
+import { ErrorBanner, formatBytes, formatFullDate, useAction } from '../ui';
 import { PaperclipIcon } from './icons';
 import { MessageBody } from './MessageBody';
 import { displayName, formatAddress, type Folder, type MessageDetail } from './types';
@@ -41,18 +40,10 @@ function authClass(auth: MessageDetail['auth']): string {
 }
 
 export function MessageView({ message: m, folders, actions }: Props) {
-  const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
+  const { busy, error, setError, run } = useAction();
   const current = folders.find((f) => f.id === m.folder_id);
 
-  const run = (fn: () => Promise<void>) => {
-    setBusy(true);
-    setError(null);
-    fn()
-      .catch((err: unknown) => setError(err))
-      .finally(() => setBusy(false));
-  };
-  const save = (path: string, name: string) => run(() => download(path, name));
+  const save = (path: string, name: string) => void run(() => download(path, name));
 
   return (
     <article aria-label="Message" className="message-view">
@@ -77,10 +68,10 @@ export function MessageView({ message: m, folders, actions }: Props) {
         <button type="button" className="secondary" onClick={actions.forward}>
           Forward
         </button>
-        <button type="button" className="secondary" disabled={busy} onClick={() => run(() => actions.setSeen(!m.seen))}>
+        <button type="button" className="secondary" disabled={busy} onClick={() => void run(() => actions.setSeen(!m.seen))}>
           {m.seen ? 'Mark unread' : 'Mark read'}
         </button>
-        <button type="button" className="secondary" disabled={busy} onClick={() => run(() => actions.setFlagged(!m.flagged))} aria-pressed={m.flagged}>
+        <button type="button" className="secondary" disabled={busy} onClick={() => void run(() => actions.setFlagged(!m.flagged))} aria-pressed={m.flagged}>
           {m.flagged ? 'Unflag' : 'Flag'}
         </button>
       <select
@@ -89,7 +80,7 @@ export function MessageView({ message: m, folders, actions }: Props) {
           disabled={busy}
           onChange={(e) => {
             const to = e.target.value;
-            if (to) run(() => actions.move(to));
+            if (to) void run(() => actions.move(to));
           }}
         >
           <option value="">Move to…</option>
@@ -101,7 +92,7 @@ export function MessageView({ message: m, folders, actions }: Props) {
               </option>
             ))}
         </select>
-        <button type="button" className="danger" disabled={busy} onClick={() => run(actions.remove)}>
+        <button type="button" className="danger" disabled={busy} onClick={() => void run(actions.remove)}>
           Delete
         </button>
         <button type="button" className="secondary" onClick={() => save(`/api/webmail/messages/${m.id}/raw`, `${m.id}.eml`)}>

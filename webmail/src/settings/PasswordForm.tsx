@@ -7,31 +7,24 @@
 import { useState, type FormEvent } from 'react';
 import { api, type TokenPair } from '../api';
 import { useSession } from '../session';
-import { ErrorBanner, Notice } from '../ui';
+import { ErrorBanner, Notice, useAction } from '../ui';
 
 export function PasswordForm() {
   const { adoptTokens } = useSession();
   const [current, setCurrent] = useState('');
   const [next, setNext] = useState('');
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<unknown>(null);
+  const { busy, error, setError, run } = useAction();
   const [done, setDone] = useState(false);
 
   const submit = async (e: FormEvent) => {
     e.preventDefault();
-    setBusy(true);
-    setError(null);
     setDone(false);
-    try {
+    await run(async () => {
       adoptTokens(await api<TokenPair>('POST', '/api/auth/password', { current_password: current, password: next }));
       setDone(true);
       setNext('');
-    } catch (err) {
-      setError(err);
-    } finally {
-      setCurrent('');
-      setBusy(false);
-    }
+    });
+    setCurrent('');
   };
 
   return (

@@ -7,7 +7,7 @@
  */
 import { useCallback, useEffect, useState, type FormEvent } from 'react';
 import { api } from '../api';
-import { ErrorBanner, Loading, Notice } from '../ui';
+import { ErrorBanner, Loading, Notice, useAction } from '../ui';
 
 interface SmtpSettings {
   host: string | null;
@@ -39,8 +39,7 @@ function formFrom(s: SmtpSettings): FormValues {
 export function SmtpSettingsForm() {
   const [stored, setStored] = useState<SmtpSettings | null>(null);
   const [form, setForm] = useState<FormValues>(BLANK);
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<unknown>(null);
+  const { busy, error, setError, run: runAction } = useAction();
   const [notice, setNotice] = useState('');
 
   const load = useCallback(async () => {
@@ -51,22 +50,14 @@ export function SmtpSettingsForm() {
 
   useEffect(() => {
     load().catch((err: unknown) => setError(err));
-  }, [load]);
+  }, [load, setError]);
 
   const set = (key: keyof FormValues) => (e: { target: { value: string } }) => setForm((f) => ({ ...f, [key]: e.target.value }));
 
   /** Runs one action with the busy flag, showing its message or its error. */
-  const run = async (action: () => Promise<string>) => {
-    setBusy(true);
-    setError(null);
+  const run = (action: () => Promise<string>) => {
     setNotice('');
-    try {
-      setNotice(await action());
-    } catch (err) {
-      setError(err);
-    } finally {
-      setBusy(false);
-    }
+    return runAction(async () => setNotice(await action()));
   };
 
   const body = () => {
