@@ -24,8 +24,10 @@ interface AuthBody {
 }
 
 before(async () => {
-  // per-IP lockout is tested on its own server: here every test shares 127.0.0.1
-  t = await startTestServer({ LOGIN_MAX_FAILURES: '5', LOGIN_MAX_FAILURES_PER_IP: '1000', LOGIN_LOCKOUT_MS: '2000', CORS_ORIGINS: 'https://webmail.example.com', API_BODY_LIMIT_BYTES: '2048' });
+  // per-IP lockout is tested on its own server: here every test shares 127.0.0.1. The lockout
+  // window is also the window failures are counted in: 6 s leaves room for five bcrypt checks on
+  // a loaded machine (with 2 s, slow checks let the first failures expire before the fifth)
+  t = await startTestServer({ LOGIN_MAX_FAILURES: '5', LOGIN_MAX_FAILURES_PER_IP: '1000', LOGIN_LOCKOUT_MS: '6000', CORS_ORIGINS: 'https://webmail.example.com', API_BODY_LIMIT_BYTES: '2048' });
 });
 after(async () => {
   await t.stop();
@@ -286,7 +288,7 @@ describe('lockout', () => {
     assert.equal(locked.status, 429);
     assert.ok(Number(locked.headers.get('retry-after')) >= 1);
     assert.equal((locked.body as { code: string }).code, 'rate_limited');
-    await new Promise((r) => setTimeout(r, 2300));
+    await new Promise((r) => setTimeout(r, Number(locked.headers.get('retry-after')) * 1000 + 300));
     const afterExpiry = await call(t.apiPort, 'POST', '/api/auth/login', { body: { email: mail, password: PASSWORD } });
     assert.equal(afterExpiry.status, 200, 'the lockout expires');
   });
