@@ -15,13 +15,12 @@ export function DomainsPage() {
   const list = usePagedList<Domain>('/api/domains');
   const [notice, setNotice] = useState('');
 
-  const replace = (domain: Domain) => list.setItems((items) => items.map((d) => (d.id === domain.id ? domain : d)));
   const remove = (domain: Domain) => {
-    list.setItems((items) => items.filter((d) => d.id !== domain.id));
+    list.drop(domain);
     setNotice(`Deleted ${domain.name}.`);
   };
   const added = (domain: Domain) => {
-    list.setItems((items) => [domain, ...items.filter((d) => d.id !== domain.id)]);
+    list.put(domain);
     setNotice(`Added ${domain.name}. Publish its DNS records below, then press Verify.`);
   };
 
@@ -38,7 +37,7 @@ export function DomainsPage() {
       ) : (
         <div className="cards">
           {list.items.map((d) => (
-            <DomainCard key={d.id} domain={d} onChanged={replace} onDeleted={remove} />
+            <DomainCard key={d.id} domain={d} onChanged={list.put} onDeleted={remove} />
           ))}
         </div>
       )}

@@ -18,13 +18,12 @@ export function ProvidersPage() {
   const list = usePagedList<Provider>('/api/providers');
   const [notice, setNotice] = useState('');
 
-  const replace = (p: Provider) => list.setItems((items) => items.map((x) => (x.id === p.id ? p : x)));
   const remove = (p: Provider) => {
-    list.setItems((items) => items.filter((x) => x.id !== p.id));
+    list.drop(p);
     setNotice(`Deleted ${p.name}.`);
   };
   const added = (p: Provider) => {
-    list.setItems((items) => [p, ...items]);
+    list.put(p);
     setNotice(`Added ${p.name}. Press Test to check its credentials.`);
   };
 
@@ -45,7 +44,7 @@ export function ProvidersPage() {
       ) : (
         <ul className="rows" aria-label="Providers">
           {list.items.map((p) => (
-            <ProviderRow key={p.id} provider={p} onChanged={replace} onDeleted={remove} />
+            <ProviderRow key={p.id} provider={p} onChanged={list.put} onDeleted={remove} />
           ))}
         </ul>
       )}

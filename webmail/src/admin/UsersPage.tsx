@@ -16,13 +16,12 @@ export function UsersPage() {
   const list = usePagedList<AdminUser>('/api/users');
   const [notice, setNotice] = useState('');
 
-  const replace = (user: AdminUser) => list.setItems((items) => items.map((u) => (u.id === user.id ? user : u)));
   const remove = (user: AdminUser) => {
-    list.setItems((items) => items.filter((u) => u.id !== user.id));
+    list.drop(user);
     setNotice(`Deleted ${user.email}.`);
   };
   const created = (user: AdminUser) => {
-    list.setItems((items) => [user, ...items]);
+    list.put(user);
     setNotice(`Created ${user.email}${user.mailbox ? '' : " (no mailbox: the address is not on one of your domains)"}.`);
   };
 
@@ -39,7 +38,7 @@ export function UsersPage() {
       ) : (
         <ul className="rows" aria-label="Users">
           {list.items.map((u) => (
-            <UserRow key={u.id} user={u} onChanged={replace} onDeleted={remove} onNotice={setNotice} />
+            <UserRow key={u.id} user={u} onChanged={list.put} onDeleted={remove} onNotice={setNotice} />
           ))}
         </ul>
       )}

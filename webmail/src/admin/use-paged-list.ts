@@ -1,14 +1,17 @@
 /**
  * Loads a cursor-paginated admin list (`{data, next_cursor}`, API.md "Pagination") and keeps it
  * as page state: the rows so far, whether more exist, loading and error. Pages change rows in
- * place after their own writes (setItems) instead of reloading everything.
+ * place after their own writes (`put` a created or changed row, `drop` a deleted one) instead of
+ * reloading everything.
  */
 import { useCallback, useEffect, useRef, useState } from 'react';
 import { api, type Page } from '../api';
 
-export interface PagedList<T> {
+export interface PagedList<T extends { id: string }> {
   items: T[];
-  setItems: (update: (items: T[]) => T[]) => void;
+  /** A changed row replaces its old self in place; a new one goes first. */
+  put: (item: T) => void;
+  drop: (item: T) => void;
   /** True until the first page has arrived (or failed). */
   loading: boolean;
   loadingMore: boolean;
@@ -18,7 +21,7 @@ export interface PagedList<T> {
   loadMore: () => void;
 }
 
-export function usePagedList<T>(path: string, limit = 50): PagedList<T> {
+export function usePagedList<T extends { id: string }>(path: string, limit = 50): PagedList<T> {
   const [items, setItemsState] = useState<T[]>([]);
   const [cursor, setCursor] = useState<string | null>(null);
   const [loading, setLoading] = useState(true);
@@ -64,7 +67,9 @@ export function usePagedList<T>(path: string, limit = 50): PagedList<T> {
 
   return {
     items,
-    setItems: setItemsState,
+    put: (item) =>
+      setItemsState((old) => (old.some((x) => x.id === item.id) ? old.map((x) => (x.id === item.id ? item : x)) : [item, ...old])),
+    drop: (item) => setItemsState((old) => old.filter((x) => x.id !== item.id)),
     loading,
     loadingMore,
     error,
