@@ -20,6 +20,7 @@
  */
 import type { Transaction } from 'kysely';
 import { AppError, describeError } from '../core/errors.js';
+import { isUuid } from '../core/ids.js';
 import type { Logger } from '../core/logger.js';
 import type { Db } from '../db/database.js';
 import {
@@ -101,7 +102,6 @@ export interface DeliveryEventsOptions {
   onBounced?: (outboundId: string, reply: string) => Promise<void>;
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export class DeliveryEventsService {
   constructor(
@@ -141,7 +141,7 @@ export class DeliveryEventsService {
   }
 
   private async candidates(type: WebhookType, providerId: string | undefined): Promise<WebhookProvider[]> {
-    if (providerId !== undefined && !UUID.test(providerId)) throw new AppError('not_found', `no ${type} provider ${providerId}`);
+    if (providerId !== undefined && !isUuid(providerId)) throw new AppError('not_found', `no ${type} provider ${providerId}`);
     let query = this.db
       .selectFrom('providers')
       .select(['id', 'tenant_id', 'settings', 'credentials_enc'])
@@ -190,7 +190,7 @@ export class DeliveryEventsService {
   private async findRow(trx: Transaction<Database>, event: WebhookEvent, providers: WebhookProvider[]): Promise<EventOutboundRow | null> {
     for (const provider of providers) {
       const scope = { tenantId: provider.tenantId, providerId: provider.id };
-      if (event.outboundId && UUID.test(event.outboundId)) {
+      if (event.outboundId && isUuid(event.outboundId)) {
         const row = await lockOutbound(trx, scope, { id: event.outboundId, recipient: event.recipient });
         if (row) return row;
       }

@@ -17,6 +17,7 @@ import { generateKeyPair, randomBytes } from 'node:crypto';
 import { domainToASCII } from 'node:url';
 import { promisify } from 'node:util';
 import { AppError } from '../core/errors.js';
+import { isUuid } from '../core/ids.js';
 import type { Db } from '../db/database.js';
 import * as domains from '../db/domains.repository.js';
 import type { Domain, DomainStatus } from '../db/types.js';
@@ -28,7 +29,6 @@ import type { SecretBox } from './secret-box.js';
 
 const generateKeyPairAsync = promisify(generateKeyPair);
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 /** One DNS label (RFC 6376 section 3.1 allows dotted selectors; we issue and accept single labels). */
 export const DKIM_SELECTOR = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 
@@ -130,7 +130,7 @@ export class DomainsService {
   }
 
   async deleteDomain(actor: Actor, id: string): Promise<void> {
-    if (!UUID.test(id)) throw notFound();
+    if (!isUuid(id)) throw notFound();
     const deleted = await this.db.transaction().execute(async (trx) => {
       const domain = await domains.lockForTenant(trx, actor.tenantId, id);
       if (!domain) throw notFound();
@@ -155,7 +155,7 @@ export class DomainsService {
   }
 
   private async find(tenantId: string, id: string): Promise<Domain> {
-    if (!UUID.test(id)) throw notFound();
+    if (!isUuid(id)) throw notFound();
     const domain = await domains.getForTenant(this.db, tenantId, id);
     if (!domain) throw notFound();
     return domain;

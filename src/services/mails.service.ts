@@ -26,6 +26,7 @@
 import { randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { AppError, describeError } from '../core/errors.js';
+import { isUuid } from '../core/ids.js';
 import type { Logger } from '../core/logger.js';
 import type { Db } from '../db/database.js';
 import { usageOf } from '../db/mailboxes.repository.js';
@@ -110,7 +111,6 @@ interface Letter extends DraftFields {
   attachments: ComposeAttachment[];
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 /** A content type we pass on as given (type/subtype, no parameters); anything else is octet-stream. */
 const CONTENT_TYPE = /^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}\/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$/i;
 /** References kept in a reply (RFC 5322 §3.6.4 lets a client trim the oldest). */
@@ -262,7 +262,7 @@ export class MailsService {
   }
 
   private async findOwn(actor: Sender, id: string): Promise<Submission> {
-    const found = UUID.test(id) ? await findSubmission(this.db, actor, id) : undefined;
+    const found = isUuid(id) ? await findSubmission(this.db, actor, id) : undefined;
     if (!found) throw new AppError('not_found', `no mail ${id}`);
     return found;
   }
@@ -423,7 +423,7 @@ export class MailsService {
 
   /** webmail attachment_ids: attachments of any message of the caller's mailbox. */
   private async ownAttachments(writer: Writer, ids: string[]): Promise<ComposeAttachment[]> {
-    const bad = ids.find((id) => !UUID.test(id));
+    const bad = ids.find((id) => !isUuid(id));
     if (bad !== undefined) throw new AppError('not_found', `no attachment ${bad} in your mailbox`);
     const rows = await mailboxAttachments(this.db, writer.mailbox.id, ids);
     if (rows.length !== ids.length) {
@@ -435,7 +435,7 @@ export class MailsService {
 
   /** The draft whose Drafts copy is message `copyId`: 404 when it is no message of the caller's, 409 when not a draft's copy. */
   private async draftByCopy(writer: Writer, copyId: string): Promise<Submission> {
-    const message = UUID.test(copyId) ? await messageInMailbox(this.db, writer.mailbox.id, copyId) : undefined;
+    const message = isUuid(copyId) ? await messageInMailbox(this.db, writer.mailbox.id, copyId) : undefined;
     if (!message) throw new AppError('not_found', `no message ${copyId} in your mailbox`);
     const draft = await draftOfCopy(this.db, writer.sender, copyId);
     if (!draft) throw new AppError('conflict', `message ${copyId} is not a draft: only a draft can be replaced or get attachments`);
@@ -467,7 +467,7 @@ export class MailsService {
 
   /** In-Reply-To and References from a message of the caller's mailbox (RFC 5322 §3.6.4). */
   private async replyHeaders(writer: Writer, id: string): Promise<{ inReplyTo: string; references: string[] } | null> {
-    const original = UUID.test(id) ? await messageInMailbox(this.db, writer.mailbox.id, id) : undefined;
+    const original = isUuid(id) ? await messageInMailbox(this.db, writer.mailbox.id, id) : undefined;
     if (!original) throw new AppError('not_found', `no message ${id} in your mailbox to reply to`);
     if (!original.message_id || !MESSAGE_ID.test(original.message_id)) return null;
     const references = [...original.references_ids.filter((r) => MESSAGE_ID.test(r)), original.message_id].slice(-MAX_REFERENCES);

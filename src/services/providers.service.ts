@@ -22,6 +22,7 @@
  * mail moves on to the next route instead of failing.
  */
 import { AppError, describeError } from '../core/errors.js';
+import { isUuid } from '../core/ids.js';
 import type { Logger } from '../core/logger.js';
 import type { Db } from '../db/database.js';
 import type { KeysetPosition } from '../db/keyset.js';
@@ -45,7 +46,6 @@ import type { AuditService } from './audit.service.js';
 import type { Actor } from './domains.service.js';
 import type { SecretBox } from './secret-box.js';
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 const TYPE_LABELS: Record<ProviderType, string> = { sendgrid: 'SendGrid', ses: 'SES', mailgun: 'Mailgun', msgraph: 'Microsoft Graph', smtp: 'SMTP' };
 
@@ -103,7 +103,7 @@ export class ProvidersService {
   }
 
   async updateProvider(actor: Actor, id: string, body: UpdateProviderBody): Promise<PublicProvider> {
-    if (!UUID.test(id)) throw notFound();
+    if (!isUuid(id)) throw notFound();
     const { name, provider_type: type, enabled, priority, ...fields } = body;
     const change = splitFields(type, fields);
     const { before, after } = await this.db.transaction().execute(async (trx) => {
@@ -131,7 +131,7 @@ export class ProvidersService {
   }
 
   async deleteProvider(actor: Actor, id: string): Promise<void> {
-    if (!UUID.test(id)) throw notFound();
+    if (!isUuid(id)) throw notFound();
     const row = await repo.deleteForTenant(this.db, actor.tenantId, id);
     if (!row) throw notFound();
     this.forget(row.id);
@@ -200,7 +200,7 @@ export class ProvidersService {
   }
 
   private async find(tenantId: string, id: string): Promise<Provider> {
-    if (!UUID.test(id)) throw notFound();
+    if (!isUuid(id)) throw notFound();
     const row = await repo.getForTenant(this.db, tenantId, id);
     if (!row) throw notFound();
     return row;

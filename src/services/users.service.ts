@@ -21,6 +21,7 @@
 import bcrypt from 'bcrypt';
 import type { Transaction } from 'kysely';
 import { AppError } from '../core/errors.js';
+import { isUuid } from '../core/ids.js';
 import type { Db } from '../db/database.js';
 import { findByAddress, findByUsers, type MailboxWithUsage } from '../db/mailboxes.repository.js';
 import type { Database, User, UserRole, UserStatus } from '../db/types.js';
@@ -32,7 +33,6 @@ import { splitPlainAddress } from './recipient.service.js';
 import type { TokenService } from './token.service.js';
 
 const BYTES_PER_MB = 1024 * 1024;
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 /** PostgreSQL errors worth one more try of the whole transaction. */
 const RETRYABLE_SQLSTATES = new Set(['40001', '40P01']);
 const TRANSACTION_ATTEMPTS = 3;
@@ -200,7 +200,7 @@ export class UsersService {
 
   /** The caller as stored now: gone or suspended callers are refused like a bad token. */
   private async loadActor(actor: Actor): Promise<User> {
-    if (!UUID.test(actor.userId)) throw new AppError('unauthorized', 'invalid or expired token');
+    if (!isUuid(actor.userId)) throw new AppError('unauthorized', 'invalid or expired token');
     const me = await findInTenant(this.db, actor.tenantId, actor.userId);
     if (!me || me.status !== 'active') throw new AppError('unauthorized', 'invalid or expired token');
     return me;
@@ -268,7 +268,7 @@ async function assertNotLastOwner(trx: Transaction<Database>, target: User, verb
 }
 
 function checkId(id: string): void {
-  if (!UUID.test(id)) throw notFound();
+  if (!isUuid(id)) throw notFound();
 }
 
 function notFound(): AppError {

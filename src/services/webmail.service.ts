@@ -14,6 +14,7 @@
  */
 import type { Readable } from 'node:stream';
 import { AppError } from '../core/errors.js';
+import { isUuid } from '../core/ids.js';
 import type { Db } from '../db/database.js';
 import { draftOfCopy, mailboxOfUser } from '../db/mails.repository.js';
 import { usageOf } from '../db/mailboxes.repository.js';
@@ -64,7 +65,6 @@ export interface EventSink {
   close(): void;
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 /** Standard folders in the order the webmail shows them, with the names that address them. */
 const STANDARD: { use: SpecialUse; name: string }[] = [
   { use: 'inbox', name: 'inbox' },
@@ -113,7 +113,7 @@ export class WebmailService {
 
   async deleteMailbox(actor: Sender, id: string): Promise<void> {
     const mailbox = await this.mailbox(actor);
-    if (!UUID.test(id)) throw folderNotFound(id);
+    if (!isUuid(id)) throw folderNotFound(id);
     await this.db.transaction().execute(async (trx) => {
       const folder = await lockFolder(trx, mailbox.id, id);
       if (!folder) throw folderNotFound(id);
@@ -171,7 +171,7 @@ export class WebmailService {
 
   async updateMessage(actor: Sender, id: string, input: { seen?: boolean; flagged?: boolean; mailbox?: string }): Promise<MessageSummary> {
     const mailbox = await this.mailbox(actor);
-    if (!UUID.test(id)) throw messageNotFound(id);
+    if (!isUuid(id)) throw messageNotFound(id);
     const target = input.mailbox === undefined ? undefined : await this.resolveFolder(mailbox, input.mailbox);
     const row = await this.db.transaction().execute(async (trx) => {
       const changed = await updateMessage(trx, mailbox.id, id, { seen: input.seen, flagged: input.flagged, folderId: target?.id });
@@ -216,7 +216,7 @@ export class WebmailService {
   async openAttachment(actor: Sender, id: string, attachmentId: string): Promise<{ attachment: Attachment; content: Readable }> {
     const mailbox = await this.mailbox(actor);
     const message = await this.ownMessage(mailbox, id);
-    const attachment = UUID.test(attachmentId) ? (await attachmentsOf(this.db, message.id)).find((a) => a.id === attachmentId) : undefined;
+    const attachment = isUuid(attachmentId) ? (await attachmentsOf(this.db, message.id)).find((a) => a.id === attachmentId) : undefined;
     if (!attachment) throw new AppError('not_found', `no attachment ${attachmentId} on message ${id}`);
     return { attachment, content: await this.messages.openAttachment(attachment) };
   }
@@ -256,7 +256,7 @@ export class WebmailService {
   }
 
   private async ownMessage(mailbox: Mailbox, id: string): Promise<Message> {
-    const message = UUID.test(id) ? await messageOfMailbox(this.db, mailbox.id, id) : undefined;
+    const message = isUuid(id) ? await messageOfMailbox(this.db, mailbox.id, id) : undefined;
     if (!message) throw messageNotFound(id);
     return message;
   }
@@ -277,7 +277,7 @@ export class WebmailService {
 
 /** A folder id of the mailbox, or a standard name (INBOX, Drafts, Sent, Junk, Trash; any case). */
 function findFolder(folders: Folder[], idOrName: string): Folder {
-  const found = UUID.test(idOrName)
+  const found = isUuid(idOrName)
     ? folders.find((f) => f.id.toLowerCase() === idOrName.toLowerCase())
     : folders.find((f) => f.special_use !== null && f.special_use === STANDARD.find((s) => s.name === idOrName.toLowerCase())?.use);
   if (!found) throw folderNotFound(idOrName);

@@ -7,9 +7,7 @@
  */
 import { pipeline } from 'node:stream/promises';
 import { z } from 'zod';
-import type { Sender } from '../../services/submission.service.js';
 import type { MailsService } from '../../services/mails.service.js';
-import type { Caller } from '../middleware/authenticate.js';
 import { multipartUpload, uploadedFiles } from '../multipart.js';
 import { decodeCursor, page, pageQuery } from '../pagination.js';
 import { defineRoute, type RouteDeps } from '../route.js';
@@ -49,7 +47,7 @@ export function registerMailRoutes(deps: RouteDeps, mails: MailsService): void {
       }),
       responses: { 201: { description: 'the draft, as GET /api/mails/:id returns it' } },
     },
-    async ({ body, caller, ip, req }) => ({ status: 201, body: await mails.createDraft(sender(caller), body, uploadedFiles(req), ip) }),
+    async ({ body, caller, ip, req }) => ({ status: 201, body: await mails.createDraft(caller!, body, uploadedFiles(req), ip) }),
   );
   defineRoute(
     deps,
@@ -63,7 +61,7 @@ export function registerMailRoutes(deps: RouteDeps, mails: MailsService): void {
       responses: { 200: { description: '{data, next_cursor}' } },
     },
     async ({ query, caller }) => {
-      const rows = await mails.listMails(sender(caller), query.limit, decodeCursor(query.cursor));
+      const rows = await mails.listMails(caller!, query.limit, decodeCursor(query.cursor));
       return { status: 200, body: page(rows, query.limit, (m) => ({ at: m.created_at, id: m.id })) };
     },
   );
@@ -78,7 +76,7 @@ export function registerMailRoutes(deps: RouteDeps, mails: MailsService): void {
       params: idParams,
       responses: { 200: { description: 'the mail' } },
     },
-    async ({ params, caller }) => ({ status: 200, body: await mails.getMail(sender(caller), params.id) }),
+    async ({ params, caller }) => ({ status: 200, body: await mails.getMail(caller!, params.id) }),
   );
   defineRoute(
     deps,
@@ -92,7 +90,7 @@ export function registerMailRoutes(deps: RouteDeps, mails: MailsService): void {
       responses: { 200: { description: 'the attachment bytes' } },
     },
     async ({ params, caller, res }) => {
-      const { attachment, content } = await mails.openAttachment(sender(caller), params.id, params.aid);
+      const { attachment, content } = await mails.openAttachment(caller!, params.id, params.aid);
       res.attachment(attachment.filename ?? 'attachment');
       res.setHeader('Content-Type', 'application/octet-stream');
       res.setHeader('Content-Length', String(attachment.size));
@@ -112,7 +110,7 @@ export function registerMailRoutes(deps: RouteDeps, mails: MailsService): void {
       params: idParams,
       responses: { 202: { description: '{id, status: "queued", recipients}' } },
     },
-    async ({ params, caller, ip }) => ({ status: 202, body: await mails.sendDraft(sender(caller), params.id, ip) }),
+    async ({ params, caller, ip }) => ({ status: 202, body: await mails.sendDraft(caller!, params.id, ip) }),
   );
   defineRoute(
     deps,
@@ -126,7 +124,7 @@ export function registerMailRoutes(deps: RouteDeps, mails: MailsService): void {
       responses: { 204: { description: 'deleted' } },
     },
     async ({ params, caller }) => {
-      await mails.deleteMail(sender(caller), params.id);
+      await mails.deleteMail(caller!, params.id);
       return { status: 204 };
     },
   );
@@ -148,7 +146,7 @@ export function registerMailRoutes(deps: RouteDeps, mails: MailsService): void {
       }),
       responses: { 202: { description: '{id, status: "queued", recipients: [{address, status}]}' } },
     },
-    async ({ body, caller, ip }) => ({ status: 202, body: await mails.sendEmail(sender(caller), body, ip) }),
+    async ({ body, caller, ip }) => ({ status: 202, body: await mails.sendEmail(caller!, body, ip) }),
   );
   defineRoute(
     deps,
@@ -174,13 +172,9 @@ export function registerMailRoutes(deps: RouteDeps, mails: MailsService): void {
       responses: { 201: { description: 'the draft (stored_message_id: its Drafts copy, the id the webmail uses)' }, 202: { description: '{id, status: "queued", recipients}' } },
     },
     async ({ body, caller, ip }) => {
-      const result = await mails.compose(sender(caller), body, ip);
+      const result = await mails.compose(caller!, body, ip);
       return 'draft' in result ? { status: 201, body: result.draft } : { status: 202, body: result.queued };
     },
   );
 }
 
-function sender(caller: Caller | null): Sender {
-  const c = caller!;
-  return { userId: c.userId, tenantId: c.tenantId, role: c.role, email: c.email };
-}

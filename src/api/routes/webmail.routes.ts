@@ -9,10 +9,8 @@ import { pipeline } from 'node:stream/promises';
 import { z } from 'zod';
 import type { MailEventPayload } from '../../db/webmail.repository.js';
 import { MAX_QUERY_CHARS } from '../../services/mail-search.js';
-import type { Sender } from '../../services/submission.service.js';
 import type { WebmailService } from '../../services/webmail.service.js';
 import type { MailsService } from '../../services/mails.service.js';
-import type { Caller } from '../middleware/authenticate.js';
 import { multipartUpload, uploadedFiles } from '../multipart.js';
 import { decodeCursor, page, pageQuery } from '../pagination.js';
 import { defineRoute, type RouteDeps } from '../route.js';
@@ -38,7 +36,7 @@ function registerFolderRoutes(deps: RouteDeps, webmail: WebmailService): void {
       auth: 'user',
       responses: { 200: { description: '{mailbox, data: [{id, name, special_use, total, unread}]}' } },
     },
-    async ({ caller }) => ({ status: 200, body: await webmail.listMailboxes(sender(caller)) }),
+    async ({ caller }) => ({ status: 200, body: await webmail.listMailboxes(caller!) }),
   );
   defineRoute(
     deps,
@@ -51,7 +49,7 @@ function registerFolderRoutes(deps: RouteDeps, webmail: WebmailService): void {
       body: z.strictObject({ name: z.string().max(1000) }),
       responses: { 201: { description: 'the folder' } },
     },
-    async ({ body, caller }) => ({ status: 201, body: await webmail.createMailbox(sender(caller), body.name) }),
+    async ({ body, caller }) => ({ status: 201, body: await webmail.createMailbox(caller!, body.name) }),
   );
   defineRoute(
     deps,
@@ -65,7 +63,7 @@ function registerFolderRoutes(deps: RouteDeps, webmail: WebmailService): void {
       responses: { 204: { description: 'deleted' } },
     },
     async ({ params, caller }) => {
-      await webmail.deleteMailbox(sender(caller), params.id);
+      await webmail.deleteMailbox(caller!, params.id);
       return { status: 204 };
     },
   );
@@ -80,7 +78,7 @@ function registerFolderRoutes(deps: RouteDeps, webmail: WebmailService): void {
       params: idParams,
       responses: { 200: { description: '{deleted: n}' } },
     },
-    async ({ params, caller }) => ({ status: 200, body: await webmail.emptyMailbox(sender(caller), params.id) }),
+    async ({ params, caller }) => ({ status: 200, body: await webmail.emptyMailbox(caller!, params.id) }),
   );
 }
 
@@ -98,7 +96,7 @@ function registerMessageRoutes(deps: RouteDeps, webmail: WebmailService): void {
       responses: { 200: { description: '{data: [summary], next_cursor}' } },
     },
     async ({ query, caller }) => {
-      const rows = await webmail.listMessages(sender(caller), { mailbox: query.mailbox, q: query.q, limit: query.limit, before: decodeCursor(query.cursor) });
+      const rows = await webmail.listMessages(caller!, { mailbox: query.mailbox, q: query.q, limit: query.limit, before: decodeCursor(query.cursor) });
       return { status: 200, body: page(rows, query.limit, (m) => ({ at: m.date, id: m.id })) };
     },
   );
@@ -113,7 +111,7 @@ function registerMessageRoutes(deps: RouteDeps, webmail: WebmailService): void {
       params: idParams,
       responses: { 200: { description: 'the message' } },
     },
-    async ({ params, caller }) => ({ status: 200, body: await webmail.getMessage(sender(caller), params.id) }),
+    async ({ params, caller }) => ({ status: 200, body: await webmail.getMessage(caller!, params.id) }),
   );
   defineRoute(
     deps,
@@ -129,7 +127,7 @@ function registerMessageRoutes(deps: RouteDeps, webmail: WebmailService): void {
         .refine((b) => b.seen !== undefined || b.flagged !== undefined || b.mailbox !== undefined, { message: 'give at least one of seen, flagged, mailbox' }),
       responses: { 200: { description: 'the message summary' } },
     },
-    async ({ params, body, caller }) => ({ status: 200, body: await webmail.updateMessage(sender(caller), params.id, body) }),
+    async ({ params, body, caller }) => ({ status: 200, body: await webmail.updateMessage(caller!, params.id, body) }),
   );
   defineRoute(
     deps,
@@ -143,7 +141,7 @@ function registerMessageRoutes(deps: RouteDeps, webmail: WebmailService): void {
       responses: { 200: { description: 'moved to Trash' }, 204: { description: 'deleted for good' } },
     },
     async ({ params, caller }) => {
-      const moved = await webmail.deleteMessage(sender(caller), params.id);
+      const moved = await webmail.deleteMessage(caller!, params.id);
       return moved ? { status: 200, body: moved } : { status: 204 };
     },
   );
@@ -163,7 +161,7 @@ function registerContentRoutes(deps: RouteDeps, webmail: WebmailService, mails: 
       body: z.strictObject({}),
       responses: { 201: { description: 'the new draft, as GET /api/webmail/messages/:id returns it' } },
     },
-    async ({ params, caller, ip, req }) => ({ status: 201, body: await webmail.uploadToDraft(sender(caller), params.id, uploadedFiles(req), ip) }),
+    async ({ params, caller, ip, req }) => ({ status: 201, body: await webmail.uploadToDraft(caller!, params.id, uploadedFiles(req), ip) }),
   );
   defineRoute(
     deps,
@@ -177,7 +175,7 @@ function registerContentRoutes(deps: RouteDeps, webmail: WebmailService, mails: 
       responses: { 200: { description: 'the attachment bytes' } },
     },
     async ({ params, caller, res }) => {
-      const { attachment, content } = await webmail.openAttachment(sender(caller), params.id, params.aid);
+      const { attachment, content } = await webmail.openAttachment(caller!, params.id, params.aid);
       res.attachment(attachment.filename ?? 'attachment');
       res.setHeader('Content-Type', 'application/octet-stream');
       res.setHeader('Content-Length', String(attachment.size));
@@ -199,7 +197,7 @@ function registerContentRoutes(deps: RouteDeps, webmail: WebmailService, mails: 
       responses: { 200: { description: 'the raw message' } },
     },
     async ({ params, caller, res }) => {
-      const { size, content } = await webmail.openRaw(sender(caller), params.id);
+      const { size, content } = await webmail.openRaw(caller!, params.id);
       res.setHeader('Content-Type', 'message/rfc822');
       res.setHeader('Content-Disposition', `attachment; filename="${params.id}.eml"`);
       res.setHeader('Content-Length', String(size));
@@ -224,7 +222,7 @@ function registerEventRoute(deps: RouteDeps, webmail: WebmailService): void {
       responses: { 200: { description: 'text/event-stream' } },
     },
     async ({ caller, res }) => {
-      const close = await webmail.openEvents(sender(caller), {
+      const close = await webmail.openEvents(caller!, {
         send: (e: MailEventPayload) => res.write(`event: mailbox\ndata: ${JSON.stringify({ folder_id: e.folder_id, reason: e.reason })}\n\n`),
         // the server is stopping: ending the response lets the HTTP server close
         close: () => {
@@ -250,7 +248,3 @@ function registerEventRoute(deps: RouteDeps, webmail: WebmailService): void {
   );
 }
 
-function sender(caller: Caller | null): Sender {
-  const c = caller!;
-  return { userId: c.userId, tenantId: c.tenantId, role: c.role, email: c.email };
-}
