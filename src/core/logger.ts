@@ -24,6 +24,7 @@ export const LOG_EVENTS = [
   'smtp.callback.failed',
   'blob.gc.deleted',
   'blob.gc.failed',
+  'blob.gc.skipped',
   'tls.selfsigned.created',
   'domain.verification.changed',
   'domain.verification.inconclusive',

@@ -65,6 +65,21 @@ export async function checkDurability(db: Db): Promise<void> {
   }
 }
 
+/** The migrations this code knows, oldest first (a backup names the last one its schema had). */
+export function migrationNames(): string[] {
+  return Object.keys(MIGRATIONS).sort();
+}
+
+/** Migrates up or down to exactly `name` (restore: the schema a backup was taken at). */
+export async function migrateTo(db: Db, name: string, logger: Logger): Promise<void> {
+  const migrator = new Migrator({ db, provider: new StaticMigrationProvider() });
+  const { error, results } = await migrator.migrateTo(name);
+  for (const r of results ?? []) {
+    if (r.status === 'Success') logger.info({ event: 'db.migrated', migration: r.migrationName, direction: r.direction }, 'migration applied');
+  }
+  if (error) throw new Error(`database migration to ${name} failed`, { cause: error });
+}
+
 export async function migrate(db: Db, logger: Logger): Promise<void> {
   const migrator = new Migrator({ db, provider: new StaticMigrationProvider() });
   const { error, results } = await migrator.migrateToLatest();
