@@ -10,6 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import { startTestServer, type TestServer } from '../helpers/harness.js';
 import { call } from '../helpers/http.js';
 import { RawSmtp, simpleMessage } from '../helpers/smtp-client.js';
+import { SseEvents } from '../helpers/sse.js';
 import { UNTHROTTLED_ENV, usersApi } from '../helpers/users-api.js';
 
 interface Stream {
@@ -43,54 +44,20 @@ after(async () => {
 async function open(token: string): Promise<Stream> {
   const abort = new AbortController();
   const res = await fetch(`http://127.0.0.1:${t.apiPort}/api/webmail/events`, { headers: { authorization: `Bearer ${token}`, accept: 'text/event-stream' }, signal: abort.signal });
-  const events: { type: string; data: unknown }[] = [];
-  const waiters: (() => void)[] = [];
+  const events = new SseEvents();
   if (res.ok && res.body) {
     void (async () => {
-      let buffer = '';
       try {
-        for await (const chunk of res.body!.pipeThrough(new TextDecoderStream())) {
-          buffer += chunk;
-          let end: number;
-          while ((end = buffer.indexOf('\n\n')) >= 0) {
-            const block = buffer.slice(0, end);
-            buffer = buffer.slice(end + 2);
-            const type = /^event: (.*)$/m.exec(block)?.[1] ?? (block.startsWith(':') ? 'comment' : 'message');
-            const data = /^data: (.*)$/m.exec(block)?.[1];
-            events.push({ type, data: data === undefined ? undefined : JSON.parse(data) });
-            for (const w of waiters.splice(0)) w();
-          }
-        }
-        events.push({ type: 'end', data: undefined });
+        for await (const chunk of res.body!.pipeThrough(new TextDecoderStream())) events.feed(chunk);
       } catch {
-        events.push({ type: 'end', data: undefined });
+        // aborted by close(), or the server went away: either way the stream ended
       }
-      for (const w of waiters.splice(0)) w();
+      events.end();
     })();
   } else {
     await res.text();
   }
-  return {
-    status: res.status,
-    headers: res.headers,
-    async next(type, ms = 2000) {
-      const deadline = Date.now() + ms;
-      for (;;) {
-        const at = events.findIndex((e) => e.type === type);
-        if (at >= 0) return events.splice(0, at + 1)[at]!;
-        const left = deadline - Date.now();
-        if (left <= 0) throw new Error(`no ${type} event within ${ms} ms (saw ${JSON.stringify(events)})`);
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, left);
-          waiters.push(() => {
-            clearTimeout(timer);
-            resolve();
-          });
-        });
-      }
-    },
-    close: () => abort.abort(),
-  };
+  return { status: res.status, headers: res.headers, next: (type, ms) => events.next(type, ms), close: () => abort.abort() };
 }
 
 async function deliver(to: string, subject: string): Promise<void> {
