@@ -3,7 +3,9 @@
  * every bad key listed), starts the roles, and stops them on SIGTERM/SIGINT: listeners stop
  * accepting, SMTP transactions in flight finish (bounded by SMTP_SHUTDOWN_GRACE_MS), then the
  * database (and the embedded server) stops. Uncaught errors log at fatal and exit 1 so PM2
- * restarts a clean process.
+ * restarts a clean process. SIGHUP reloads the SMTP certificate (certbot's deploy hook).
+ * Under PM2 (`wait_ready`), the process tells PM2 it is ready once every listener is bound,
+ * so `pm2 reload` only stops the old instance when the new one accepts connections.
  */
 import { ConfigError, loadConfig, redactedConfig } from './config/load.js';
 import { createLogger } from './core/logger.js';
@@ -33,6 +35,7 @@ async function main(): Promise<void> {
   logger.info({ config: redactedConfig(config) }, 'starting');
   const server = await createServer(config, logger);
   logger.info({ event: 'server.started', roles: config.ROLES, ports: server.ports }, 'mail server started');
+  process.send?.('ready');
 
   let stopping = false;
   const shutdown = (signal: string): void => {
@@ -52,6 +55,10 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
+  process.on('SIGHUP', () => {
+    const result = server.reloadTls();
+    logger.info({ event: 'server.sighup', tls: result }, `SIGHUP: TLS certificate ${result}`);
+  });
 }
 
 main().catch((err: unknown) => {

@@ -12,13 +12,14 @@ import type { Express } from 'express';
 import type pg from 'pg';
 import { PgBoss } from 'pg-boss';
 import { createApiApp } from './api/app.js';
-import { AzureBlobStore } from './blobs/azure.blob-store.js';
 import type { BlobStore } from './blobs/blob-store.js';
-import { LocalBlobStore } from './blobs/local.blob-store.js';
+import { openBlobStore } from './blobs/open-blob-store.js';
 import type { Config } from './config/load.js';
 import { describeError } from './core/errors.js';
 import { JOBS_POOL_SIZE, JOBS_STOP_TIMEOUT_MS } from './core/limits.js';
 import type { Logger } from './core/logger.js';
+import { Metrics } from './core/metrics.js';
+import { startMetricsServer } from './core/metrics-server.js';
 import { checkDurability, createDb, migrate, type Db } from './db/database.js';
 import { startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded-postgres.js';
 import { AccountsService } from './services/accounts.service.js';
@@ -48,7 +49,7 @@ import { MailgunWebhook } from './delivery/webhooks/mailgun.js';
 import { SendgridWebhook } from './delivery/webhooks/sendgrid.js';
 import { SesWebhook } from './delivery/webhooks/ses.js';
 import { SnsVerifier } from './delivery/webhooks/sns.js';
-import { loadTlsMaterial } from './services/tls-material.service.js';
+import { CertificateWatcher, loadTlsMaterial } from './services/tls-material.service.js';
 import { startSmtpServer, type ListenerKind, type RunningSmtpServer } from './smtp/smtp.server.js';
 import { SubmissionService } from './services/submission.service.js';
 import { DkimSigner } from './delivery/dkim-signer.js';
@@ -82,6 +83,8 @@ export interface Services {
   smtpSettings: SmtpSettingsService;
   /** Tenants' ESP providers: the API manages them, the delivery queue sends through them. */
   providers: ProvidersService;
+  /** This server's Prometheus metrics (its own registry): served at /metrics and METRICS_PORT. */
+  metrics: Metrics;
 }
 
 export interface RunningServer {
@@ -89,7 +92,12 @@ export interface RunningServer {
   /** The HTTP app, when the api role runs (tests list its routes). */
   api?: Express;
   /** Ports actually bound, by listener. */
-  ports: { api?: number; smtp?: number; submission?: number; smtps?: number };
+  ports: { api?: number; smtp?: number; submission?: number; smtps?: number; metrics?: number };
+  /**
+   * Re-reads TLS_CERT_FILE/TLS_KEY_FILE (SIGHUP): the SMTP listeners present the new pair from the
+   * next handshake on. 'unchanged' without the smtp role or without certificate files.
+   */
+  reloadTls(): 'reloaded' | 'unchanged' | 'failed';
   stop(): Promise<void>;
 }
 
@@ -112,10 +120,7 @@ export async function openServices(
   try {
     await checkDurability(db);
     await migrate(db, logger);
-    const blobs: BlobStore =
-      config.STORAGE_DRIVER === 'azure'
-        ? await new AzureBlobStore(config.AZURE_STORAGE_CONNECTION_STRING ?? '', config.AZURE_STORAGE_CONTAINER).init()
-        : await new LocalBlobStore(path.join(config.DATA_DIR, 'blobs')).init();
+    const blobs = await openBlobStore(config);
     const resolver = createDnsResolver({ servers: config.DNS_SERVERS, timeoutMs: config.DNS_TIMEOUT_MS });
     const auth = new InboundAuthService(resolver, config.MAIL_HOSTNAME);
     const blobReader = new BlobReader(db, blobs);
@@ -124,7 +129,9 @@ export async function openServices(
       hour: createLimiter(pool, { prefix: 'send_hour', points: config.SEND_LIMIT_PER_HOUR, durationMs: 3600_000 }),
       day: createLimiter(pool, { prefix: 'send_day', points: config.SEND_LIMIT_PER_DAY, durationMs: 86_400_000 }),
     };
+    const metrics = new Metrics(logger);
     const base: Omit<Services, 'queue'> = {
+      metrics,
       db,
       pool,
       databaseUrl: url,
@@ -136,7 +143,7 @@ export async function openServices(
       recipients: new RecipientService(db),
       collector: new BlobCollector(db, blobs, config.BLOB_GC_GRACE_MS, logger),
       quota: new QuotaFolder(db, logger),
-      domainVerifier: new DomainVerifier(db, resolver, new AuditService(db), config.MAIL_HOSTNAME, logger),
+      domainVerifier: new DomainVerifier(db, resolver, new AuditService(db), config.MAIL_HOSTNAME, logger, metrics),
       submission: new SubmissionService(
         db,
         ingest,
@@ -156,6 +163,9 @@ export async function openServices(
       providers: buildProviders(config, db, logger),
     };
     const services: Services = { ...base, queue: buildQueue(config, base, resolver, logger) };
+    // gauges read at scrape time, in whatever process scrapes
+    metrics.watchPool(pool);
+    metrics.watchQueue(() => services.queue.pendingStats());
     return {
       services,
       async close() {
@@ -179,8 +189,16 @@ export async function createServer(config: Config, logger: Logger): Promise<Runn
   const stops: (() => Promise<void>)[] = [];
   const ports: RunningServer['ports'] = {};
   let api: Express | undefined;
+  let certificates: CertificateWatcher | null = null;
   const auth = buildAuth(config, services);
   try {
+    services.metrics.collectDefaults();
+    // processes without the api role (the PM2 split) are scraped here; with it, this is a second door
+    if (config.METRICS_PORT !== undefined) {
+      const metricsServer = await startMetricsServer(services.metrics, config.BIND_HOST, config.METRICS_PORT, logger);
+      ports.metrics = metricsServer.port;
+      stops.push(() => metricsServer.stop());
+    }
     if (config.ROLES.includes('smtp')) {
       const tls = await loadTlsMaterial({
         certFile: config.TLS_CERT_FILE,
@@ -189,6 +207,7 @@ export async function createServer(config: Config, logger: Logger): Promise<Runn
         hostname: config.MAIL_HOSTNAME,
         logger,
       });
+      const smtpListeners: RunningSmtpServer[] = [];
       const listeners: [ListenerKind, number][] = [
         ['mx', config.SMTP_PORT],
         ['submission', config.SUBMISSION_PORT],
@@ -199,7 +218,7 @@ export async function createServer(config: Config, logger: Logger): Promise<Runn
           {
             kind,
             authOnMx: config.SMTP_AUTH_ON_MX,
-            host: config.BIND_HOST,
+            host: config.SMTP_BIND_HOST ?? config.BIND_HOST,
             port,
             hostname: config.MAIL_HOSTNAME,
             maxMessageBytes: config.MAX_MESSAGE_SIZE,
@@ -213,10 +232,23 @@ export async function createServer(config: Config, logger: Logger): Promise<Runn
             verifyInbound: config.INBOUND_AUTH_ENABLED,
             tls,
           },
-          { ingest: services.ingest, recipients: services.recipients, submission: services.submission, auth: auth.auth, logger },
+          { ingest: services.ingest, recipients: services.recipients, submission: services.submission, auth: auth.auth, logger, metrics: services.metrics },
         );
         ports[kind === 'mx' ? 'smtp' : kind] = listener.port;
         stops.push(() => listener.stop());
+        smtpListeners.push(listener);
+      }
+      if (config.TLS_CERT_FILE && config.TLS_KEY_FILE) {
+        const watcher = new CertificateWatcher(
+          { certFile: config.TLS_CERT_FILE, keyFile: config.TLS_KEY_FILE },
+          tls,
+          (material) => smtpListeners.forEach((l) => l.setTls(material)),
+          logger,
+          { intervalMs: config.TLS_WATCH_INTERVAL },
+        );
+        watcher.start();
+        certificates = watcher;
+        stops.push(() => Promise.resolve(watcher.stop()));
       }
     }
     // the job queue: the api sends to it, the worker works it (any process may do either)
@@ -254,6 +286,7 @@ export async function createServer(config: Config, logger: Logger): Promise<Runn
     services,
     api,
     ports,
+    reloadTls: () => certificates?.reload('signal') ?? 'unchanged',
     async stop() {
       await stopAll(stops, logger);
       await opened.close();
@@ -338,6 +371,7 @@ function buildQueue(config: Config, services: Omit<Services, 'queue'>, resolver:
       maxReceived: config.SMTP_MAX_RECEIVED_HEADERS,
     },
     logger,
+    services.metrics,
   );
 }
 
@@ -393,6 +427,7 @@ function buildApi(
     corsOrigins: config.CORS_ORIGINS,
     bodyLimitBytes: config.API_BODY_LIMIT_BYTES,
     trustProxy: config.TRUST_PROXY,
+    metrics: services.metrics,
     version: PACKAGE_VERSION,
   }).app;
 }

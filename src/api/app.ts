@@ -1,8 +1,8 @@
 /**
  * The HTTP app on API_PORT (Express 5): security headers (helmet), CORS from CORS_ORIGINS, a
  * JSON body limit, request ids and pino-http logs, the REST routes of API.md, the OpenAPI
- * document and docs page, health endpoints, per-caller rate limits, and one error handler that
- * turns every error into `{error, code, details?}` JSON.
+ * document and docs page, health endpoints, Prometheus /metrics, per-caller rate limits, and
+ * one error handler that turns every error into `{error, code, details?}` JSON.
  */
 import { randomUUID } from 'node:crypto';
 import cors from 'cors';
@@ -28,6 +28,8 @@ import type { ProvidersService } from '../services/providers.service.js';
 import type { WebmailService } from '../services/webmail.service.js';
 import { bearerClaims, createAuthenticate } from './middleware/authenticate.js';
 import { createErrorHandler } from './middleware/errors.js';
+import { METRICS_PATH, metricsHandler, timeRequests } from './middleware/metrics.js';
+import type { Metrics } from '../core/metrics.js';
 import { buildOpenApi, docsPage, DOCS_CSS, DOCS_JS } from './openapi.js';
 import { RouteRegistry, type RouteDeps } from './route.js';
 import { registerAuditRoutes } from './routes/audit.routes.js';
@@ -63,6 +65,8 @@ export interface ApiDeps {
   version: string;
   /** The built SPA (dist/webmail); undefined: the default next to the compiled server. */
   webmailDir?: string;
+  /** Served at /metrics; every request but /metrics is timed into it. */
+  metrics: Metrics;
 }
 
 export interface ApiApp {
@@ -86,6 +90,9 @@ export function createApiApp(deps: ApiDeps): ApiApp {
     res.setHeader('Permissions-Policy', 'geolocation=(), microphone=(), camera=()');
     next();
   });
+  // before the request log and the timing: a scrape every few seconds logs and counts nothing
+  app.get(METRICS_PATH, metricsHandler(deps.metrics));
+  app.use(timeRequests(deps.metrics));
   app.use(
     pinoHttp({
       logger: deps.logger,

@@ -63,10 +63,15 @@ export const configSchema = z
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 
     BIND_HOST: z.string().min(1).default('127.0.0.1'),
+    // the SMTP listeners' address; unset = BIND_HOST. Production: 0.0.0.0 (or ::), since mail
+    // from other hosts arrives redirected from port 25, while the API stays on 127.0.0.1 behind nginx
+    SMTP_BIND_HOST: z.string().min(1).optional(),
     API_PORT: port.default(3000),
     SMTP_PORT: port.default(2525),
     SUBMISSION_PORT: port.default(2587),
     SMTPS_PORT: port.default(2465),
+    // Prometheus /metrics on its own port (BIND_HOST), for processes without the api role; unset = off
+    METRICS_PORT: port.optional(),
     MAIL_HOSTNAME: z
       .string()
       .regex(/^(?=.{1,253}$)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)*[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$/, 'must be a host name')
@@ -106,6 +111,8 @@ export const configSchema = z
 
     TLS_CERT_FILE: z.string().min(1).optional(),
     TLS_KEY_FILE: z.string().min(1).optional(),
+    // how often TLS_CERT_FILE/TLS_KEY_FILE are checked for a renewed certificate (SIGHUP reloads at once)
+    TLS_WATCH_INTERVAL: duration.prefault('60s'),
 
     CORS_ORIGINS: csv.pipe(z.array(z.url({ message: 'must be a list of origins such as https://mail.example.com' }))).default([]),
     SIGNUP_ENABLED: bool.default(true),

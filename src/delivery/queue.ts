@@ -21,6 +21,9 @@
  * committed leaves the row `sending`; when its lease ends the row is claimed again and that
  * recipient gets the message a second time. That window is one round trip per recipient, so a
  * crash re-sends at most once per recipient (RFC 5321 §6.1 accepts duplicates over loss).
+ *
+ * Metrics: every recorded attempt reports its attempt log (fallbacks and the final outcome, by
+ * route); pendingStats() is the one query the queue gauges read at scrape time.
  */
 import { randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
@@ -28,6 +31,7 @@ import { sql } from 'kysely';
 import { readAll } from '../blobs/blob-store.js';
 import { describeError, isAppError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
+import type { Metrics, QueueStats } from '../core/metrics.js';
 import type { Db } from '../db/database.js';
 import { addReferences, removeReferences } from '../db/blobs.repository.js';
 import type { AttemptLogEntry, Outbound, Submission } from '../db/types.js';
@@ -79,6 +83,7 @@ export class OutboundQueue {
     private readonly dkim: DkimSigner,
     private readonly options: QueueOptions,
     private readonly logger: Logger,
+    private readonly metrics: Metrics,
   ) {}
 
   start(): void {
@@ -276,7 +281,7 @@ export class OutboundQueue {
       delayWarned = (await this.notifySender(row, 'delayed', final.status, final.reply).catch(() => null)) !== null;
     }
 
-    await this.db.transaction().execute(async (trx) => {
+    const recorded = await this.db.transaction().execute(async (trx) => {
       const base = {
         route: final.route,
         last_reply: final.reply,
@@ -305,7 +310,10 @@ export class OutboundQueue {
         .where('attempts', '=', row.attempts)
         .executeTakeFirst();
       if (Number(done.numUpdatedRows) === 1 && final.result !== 'deferred') await removeReferences(trx, [row.raw_blob_key]);
+      return Number(done.numUpdatedRows) === 1;
     });
+    // a worker that lost its lease recorded nothing, so it counts nothing
+    if (recorded) this.metrics.deliveryRecorded(log);
     this.logger.info(
       { event: `outbound.${final.result}`, id: row.id, attempt: row.attempts, route: final.route, reply: final.reply.slice(0, 200) },
       `outbound ${final.result}`,
@@ -321,6 +329,21 @@ export class OutboundQueue {
     if (!row || row.status !== 'bounced' || row.bounce_submission_id) return;
     const id = await this.notifySender(row, 'failed', statusFromReply(reply, '5.0.0'), reply);
     if (id) await this.db.updateTable('outbound').set({ bounce_submission_id: id }).where('id', '=', row.id).execute();
+  }
+
+  /**
+   * Unfinished rows by state and the age of the oldest (database clock), for the metrics gauges.
+   * Each branch matches a partial index (outbound_due_idx, outbound_lease_idx).
+   */
+  async pendingStats(): Promise<QueueStats[]> {
+    const result = await sql<{ state: QueueStats['state']; count: number; age: number }>`
+      SELECT status AS state, count(*)::int AS count, extract(epoch FROM now() - min(created_at))::float8 AS age
+      FROM outbound WHERE status IN ('queued', 'deferred') GROUP BY status
+      UNION ALL
+      SELECT status, count(*)::int, extract(epoch FROM now() - min(created_at))::float8
+      FROM outbound WHERE status = 'sending' GROUP BY status
+    `.execute(this.db);
+    return result.rows.map((r) => ({ state: r.state, count: r.count, oldestAgeSeconds: Math.max(0, r.age) }));
   }
 
   private retryDelay(attempts: number): number {

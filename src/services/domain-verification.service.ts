@@ -12,12 +12,14 @@
  * `verified_at` is when the current verified period began (kept across re-checks that still
  * pass, cleared when a check fails). A name verified by another tenant cannot become verified
  * here (the partial unique index); such a check ends `failed` with that reason. Every status
- * change is audited as `domain.verification.changed` with the old and new status.
+ * change is audited as `domain.verification.changed` with the old and new status. Every check
+ * reports its per-record results and verdict to the metrics.
  */
 import type { PgBoss } from 'pg-boss';
 import { AppError, describeError } from '../core/errors.js';
 import { DOMAIN_RECHECK_BATCH, DOMAIN_RECHECK_CRON, DOMAIN_VERIFY_CONCURRENCY, DOMAIN_VERIFY_POLL_S, DOMAIN_VERIFY_RETRY_DELAY_S, DOMAIN_VERIFY_RETRY_LIMIT } from '../core/limits.js';
 import type { Logger } from '../core/logger.js';
+import type { Metrics } from '../core/metrics.js';
 import type { Db } from '../db/database.js';
 import * as domains from '../db/domains.repository.js';
 import type { Domain, DomainStatus } from '../db/types.js';
@@ -75,6 +77,7 @@ export class DomainVerifier {
     private readonly audit: AuditService,
     private readonly mailHostname: string,
     private readonly logger: Logger,
+    private readonly metrics: Metrics,
   ) {}
 
   /** Worker role: works both queues and (re)registers the daily schedule. */
@@ -112,6 +115,7 @@ export class DomainVerifier {
     if (!before) return null;
     const checks = await this.checkRecords(before);
     const outcome = verdict(checks);
+    this.metrics.domainChecked(checks, outcome);
     const failing = failingRecords(checks);
     const change = await this.storeOutcome(domainId, checks, outcome, failing);
     if (!change) return null;

@@ -12,20 +12,26 @@
  */
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
 
-const ENHANCED_PREFIX = /^[245]\.\d{1,3}\.\d{1,3} /;
+/** A reply text that starts with its own enhanced status code (ours always do). */
+export const ENHANCED_PREFIX = /^[245]\.\d{1,3}\.\d{1,3} /;
 let installed = false;
+
+export type ConnectionSend = (this: SMTPConnection, code: number, data?: string | string[], context?: string | false) => void;
+
+/** Replaces SMTPConnection.prototype.send with wrap(the current one): the one way our code hooks smtp-server's replies. */
+export function wrapConnectionSend(wrap: (original: ConnectionSend) => ConnectionSend): void {
+  const proto = SMTPConnection.prototype as unknown as { send: ConnectionSend };
+  proto.send = wrap(proto.send);
+}
 
 export function installEnhancedCodePassthrough(): void {
   if (installed) return;
   installed = true;
-  type Send = (this: SMTPConnection, code: number, data?: string | string[], context?: string | false) => void;
-  const proto = SMTPConnection.prototype as unknown as { send: Send };
-  const original = proto.send;
-  proto.send = function send(this: SMTPConnection, code, data, context) {
+  wrapConnectionSend((original) => function send(this: SMTPConnection, code, data, context) {
     if (typeof data === 'string' && ENHANCED_PREFIX.test(data)) return original.call(this, code, data, false);
     if (code === 250 && Array.isArray(data) && !authUsable(this)) return original.call(this, code, data.filter((line) => !line.startsWith('AUTH ')), context);
     return original.call(this, code, data, context);
-  };
+  });
 }
 
 function authUsable(connection: SMTPConnection): boolean {

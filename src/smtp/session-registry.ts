@@ -2,7 +2,8 @@
  * SessionRegistry: connection policy across all sessions of a listener. Caps connections per
  * client IP, ends sessions that exceed SMTP_SESSION_MAX_MS (an absolute cap, so a client that
  * keeps a session alive with NOOPs or a slow drip cannot hold a slot forever), and on shutdown
- * closes idle sessions at once while letting sessions inside a mail transaction finish.
+ * closes idle sessions at once while letting sessions inside a mail transaction finish. Each
+ * session it ends is reported to `onEnded` (metrics) as session_timeout or shutting_down.
  */
 import type { SMTPServer } from 'smtp-server';
 import { SMTP_SESSION_SWEEP_MS } from '../core/limits.js';
@@ -10,7 +11,8 @@ import type { Logger } from '../core/logger.js';
 
 interface Connection {
   id: string;
-  session: { id: string; envelope: { mailFrom: unknown } };
+  // no envelope until smtp-server has greeted the client (the first 100 ms of a connection)
+  session: { id: string; envelope?: { mailFrom: unknown } };
   send(code: number, data: string): void;
   close(): void;
 }
@@ -26,6 +28,7 @@ export class SessionRegistry {
     private readonly maxPerIp: number,
     private readonly maxSessionMs: number,
     private readonly logger: Logger,
+    private readonly onEnded?: (reason: 'session_timeout' | 'shutting_down') => void,
   ) {}
 
   attach(server: SMTPServer): void {
@@ -63,7 +66,7 @@ export class SessionRegistry {
     if (!this.shuttingDown) return;
     setImmediate(() => {
       const conn = this.connection(sessionId);
-      if (conn) this.end(conn, '4.3.2 Server shutting down, please reconnect later');
+      if (conn) this.end(conn, 'shutting_down', '4.3.2 Server shutting down, please reconnect later');
     });
   }
 
@@ -77,14 +80,15 @@ export class SessionRegistry {
       const entry = this.started.get(conn.session.id);
       if (entry && now - entry.at > this.maxSessionMs) {
         this.logger.info({ event: 'smtp.session.expired', cid: conn.id, ip: entry.ip }, 'session exceeded the maximum session time');
-        this.end(conn, '4.4.2 Session time limit reached, closing connection');
-      } else if (this.shuttingDown && !conn.session.envelope.mailFrom) {
-        this.end(conn, '4.3.2 Server shutting down, please reconnect later');
+        this.end(conn, 'session_timeout', '4.4.2 Session time limit reached, closing connection');
+      } else if (this.shuttingDown && !conn.session.envelope?.mailFrom) {
+        this.end(conn, 'shutting_down', '4.3.2 Server shutting down, please reconnect later');
       }
     }
   }
 
-  private end(conn: Connection, text: string): void {
+  private end(conn: Connection, reason: 'session_timeout' | 'shutting_down', text: string): void {
+    this.onEnded?.(reason);
     conn.send(421, text);
     conn.close();
   }

@@ -8,12 +8,14 @@
  * Banner and EHLO name are MAIL_HOSTNAME; extensions SIZE, 8BITMIME, SMTPUTF8, PIPELINING,
  * ENHANCEDSTATUSCODES, STARTTLS and AUTH PLAIN LOGIN. An unauthenticated session may only
  * deliver to local mailboxes; an authenticated one goes through the send path (on-submit.ts).
- * Every callback goes through smtpCallback.
+ * Every callback goes through smtpCallback. Each listener reports connections, refusals and
+ * messages to its metrics probe (core/metrics.ts, smtp/smtp-metrics.ts).
  *
  * smtp-server waits a fixed 100 ms before the greeting and drops a client that talks before it
  * (an early-talker check, like postscreen's pregreet test). We keep it: it costs a legitimate
  * MTA 100 ms per connection and stops a class of spam bots; the benchmark reports its effect.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { SMTPServer, type SMTPServerAddress, type SMTPServerOptions } from 'smtp-server';
 import { SMTP_CALLBACK_TIMEOUT_MS } from '../core/limits.js';
 import type { Logger } from '../core/logger.js';
@@ -30,6 +32,8 @@ import { createOnData } from './on-data.js';
 import { createOnMailFrom } from './on-mail-from.js';
 import { createOnRcptTo, type RecipientMap } from './on-rcpt-to.js';
 import { SessionRegistry } from './session-registry.js';
+import { countData, observeLibraryRejects } from './smtp-metrics.js';
+import type { Metrics } from '../core/metrics.js';
 
 export type ListenerKind = 'mx' | 'submission' | 'smtps';
 
@@ -59,6 +63,8 @@ export interface RunningSmtpServer {
   port: number;
   /** Stops accepting, lets transactions in flight finish (bounded by the grace period). */
   stop(): Promise<void>;
+  /** Serves a new certificate from the next TLS handshake on (STARTTLS or implicit); sessions already encrypted keep theirs. */
+  setTls(material: TlsMaterial): void;
 }
 
 export interface SmtpServerDeps {
@@ -67,12 +73,15 @@ export interface SmtpServerDeps {
   submission: SubmissionService;
   auth: AuthService;
   logger: Logger;
+  metrics: Metrics;
 }
 
 export async function startSmtpServer(options: SmtpServerOptions, deps: SmtpServerDeps): Promise<RunningSmtpServer> {
   installEnhancedCodePassthrough();
   const logger = deps.logger.child({ listener: options.kind });
-  const registry = new SessionRegistry(options.maxConnectionsPerIp, options.sessionMaxMs, logger);
+  // open sessions are read from the server at scrape time (it exists before any scrape can run)
+  const probe = deps.metrics.smtp(options.kind, () => server.connections.size);
+  const registry = new SessionRegistry(options.maxConnectionsPerIp, options.sessionMaxMs, logger, probe.rejected);
   const resolved: RecipientMap = new WeakMap<SMTPServerAddress, never>();
   const t = SMTP_CALLBACK_TIMEOUT_MS;
 
@@ -99,26 +108,32 @@ export async function startSmtpServer(options: SmtpServerOptions, deps: SmtpServ
     socketTimeout: options.idleTimeoutMs,
     closeTimeout: options.shutdownGraceMs,
     logger: false,
-    onConnect: smtpCallback('onConnect', logger, createOnConnect(registry, logger), t),
+    onConnect: smtpCallback('onConnect', logger, createOnConnect(registry, logger), t, probe.rejected),
     onClose: createOnClose(registry),
-    onAuth: smtpCallback('onAuth', logger, createOnAuth(deps.auth, logger), t),
-    onMailFrom: smtpCallback('onMailFrom', logger, createOnMailFrom(registry, deps.submission), t),
-    onRcptTo: smtpCallback('onRcptTo', logger, createOnRcptTo(deps.recipients, deps.submission, resolved, options.maxRecipients, logger), t),
+    onAuth: smtpCallback('onAuth', logger, createOnAuth(deps.auth, logger), t, probe.rejected),
+    onMailFrom: smtpCallback('onMailFrom', logger, createOnMailFrom(registry, deps.submission), t, probe.rejected),
+    onRcptTo: smtpCallback('onRcptTo', logger, createOnRcptTo(deps.recipients, deps.submission, resolved, options.maxRecipients, logger), t, probe.rejected),
     onData: smtpCallback(
       'onData',
       logger,
-      createOnData(
-        deps.ingest,
-        deps.submission,
-        resolved,
-        registry,
-        { maxBytes: options.maxMessageBytes, maxReceived: options.maxReceivedHeaders, verify: options.verifyInbound },
-        logger,
+      countData(
+        createOnData(
+          deps.ingest,
+          deps.submission,
+          resolved,
+          registry,
+          { maxBytes: options.maxMessageBytes, maxReceived: options.maxReceivedHeaders, verify: options.verifyInbound },
+          logger,
+        ),
+        probe,
       ),
       null,
+      probe.rejected,
     ),
   };
   const server = new SMTPServer(serverOptions);
+  server.server.on('connection', () => probe.connected());
+  observeLibraryRejects(server, probe);
   server.on('error', (err: Error) => logger.warn({ err: err.message }, 'SMTP server error'));
   registry.attach(server);
 
@@ -135,13 +150,22 @@ export async function startSmtpServer(options: SmtpServerOptions, deps: SmtpServ
 
   return {
     port,
-    stop: () =>
-      new Promise<void>((resolve) => {
-        registry.beginShutdown();
-        server.close(() => {
-          registry.stop();
-          resolve();
-        });
-      }),
+    setTls: (material) => server.updateSecureContext({ key: material.key, cert: material.cert }),
+    stop: async () => {
+      registry.beginShutdown();
+      // stop accepting, and let the sessions inside a transaction finish it. smtp-server's own
+      // close() answers every further command with 421, even RCPT in the middle of a transaction,
+      // so it is only called once they are done or the grace period is over
+      server.server.close();
+      const deadline = Date.now() + options.shutdownGraceMs;
+      while (server.connections.size > 0 && Date.now() < deadline) await sleep(SHUTDOWN_POLL_MS);
+      // what is still open now is cut at once (421), rather than after another grace period
+      server.options.closeTimeout = 1;
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      registry.stop();
+      probe.close();
+    },
   };
 }
+
+const SHUTDOWN_POLL_MS = 50;

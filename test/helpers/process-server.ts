@@ -93,6 +93,12 @@ export class ProcessServer {
     this.child = null;
   }
 
+  /** Sends a signal (e.g. SIGHUP) to the running server process. */
+  signal(name: NodeJS.Signals): void {
+    if (!this.child || this.child.exitCode !== null) throw new Error('the server process is not running');
+    this.child.kill(name);
+  }
+
   /** SIGTERM and wait for a clean exit; returns the exit code. */
   async stop(timeoutMs = 60_000): Promise<number | null> {
     const child = this.child;

@@ -147,6 +147,11 @@ export class RawSmtp {
     return this.reply(60_000);
   }
 
+  /** The SHA-256 fingerprint of the certificate the server presented, once TLS is up (null before). */
+  peerFingerprint(): string | null {
+    return this.socket instanceof tls.TLSSocket ? this.socket.getPeerCertificate().fingerprint256 : null;
+  }
+
   get isClosed(): boolean {
     return this.closed;
   }

@@ -99,11 +99,13 @@ describe('MX connection policy', () => {
     }
   });
 
-  it('when the server stops during a transaction, then the message in flight is stored, idle sessions get 421 and new connections are refused', async () => {
+  it('when the server stops during transactions, then the messages in flight (in DATA, or only past MAIL FROM) are stored, idle sessions get 421 and new connections are refused', async () => {
     const t = await startTestServer({ SMTP_SHUTDOWN_GRACE_MS: '10000' });
     await seedMailbox(t.services, 'alice@acme.test');
     const busy = await RawSmtp.connect(t.smtpPort);
     const idle = await RawSmtp.connect(t.smtpPort);
+    const early = await RawSmtp.connect(t.smtpPort);
+    let fresh: RawSmtp | undefined;
     let stopped: Promise<void> | undefined;
     try {
       await busy.hello();
@@ -112,7 +114,14 @@ describe('MX connection policy', () => {
       await busy.command('RCPT TO:<alice@acme.test>');
       assert.equal((await busy.command('DATA')).code, 354);
       busy.write(simpleMessage({ subject: 'in flight during shutdown' }).slice(0, 40));
+      // a transaction that has only given MAIL FROM when the stop begins
+      await early.hello();
+      assert.equal((await early.command('MAIL FROM:<e@example.org>')).code, 250);
 
+      // a connection still inside the 100 ms before the greeting has no envelope yet; ending it
+      // must not break the shutdown (it once threw there and cut the transaction in flight)
+      fresh = await RawSmtp.connect(t.smtpPort);
+      await new Promise((r) => setTimeout(r, 20));
       stopped = t.server.stop();
       assert.match((await idle.reply()).text, /^421 4\.3\.2 /, 'idle session told to come back later');
       await new Promise((r) => setTimeout(r, 200));
@@ -129,17 +138,25 @@ describe('MX connection policy', () => {
       busy.write(simpleMessage({ subject: 'in flight during shutdown' }).slice(40));
       busy.write('\r\n.\r\n');
       assert.match((await busy.reply()).text, /^250 2\.0\.0 /, 'the transaction in flight completes');
+      assert.equal((await early.command('RCPT TO:<alice@acme.test>')).code, 250, 'a transaction still at RCPT goes on');
+      assert.match((await early.data(simpleMessage({ subject: 'begun before shutdown' }))).text, /^250 2\.0\.0 /);
+      assert.match((await early.reply()).text, /^421 4\.3\.2 /, 'and is then told to come back later');
+      assert.match((await fresh.reply()).text, /^421 4\.3\.2 /, 'a session not yet greeted is told to come back later too');
     } finally {
       busy.close();
       idle.close();
+      early.close();
+      fresh?.close();
     }
     await stopped;
     // the server's own pool is closed now: read through a new connection
     const db = new pg.Client({ connectionString: t.config.DATABASE_URL });
     await db.connect();
     try {
-      const rows = await db.query<{ n: string }>(`SELECT count(*) AS n FROM messages WHERE subject = 'in flight during shutdown'`);
-      assert.equal(Number(rows.rows[0]!.n), 1);
+      const rows = await db.query<{ subject: string; n: string }>(
+        `SELECT subject, count(*) AS n FROM messages WHERE subject IN ('in flight during shutdown', 'begun before shutdown') GROUP BY subject ORDER BY subject`,
+      );
+      assert.deepEqual(rows.rows.map((r) => [r.subject, Number(r.n)]), [['begun before shutdown', 1], ['in flight during shutdown', 1]]);
     } finally {
       await db.end();
       rmSync(t.dataDir, { recursive: true, force: true });
