@@ -203,3 +203,19 @@ export function simpleMessage(opts: { from?: string; to?: string; subject?: stri
   ];
   return `${headers.join('\r\n')}\r\n\r\n${opts.body ?? 'Hello there.'}\r\n`;
 }
+
+/** Delivers simpleMessage({subject}) to `to` over plain SMTP on `port` (our MX); throws naming the step that did not get 250. */
+export async function deliverSimple(port: number, to: string, subject: string): Promise<void> {
+  const c = await RawSmtp.connect(port);
+  try {
+    await c.hello();
+    const expect250 = (reply: Reply, step: string): void => {
+      if (reply.code !== 250) throw new Error(`${step} for ${to}: ${reply.text}`);
+    };
+    expect250(await c.command('MAIL FROM:<sender@remote.example>'), 'MAIL FROM');
+    expect250(await c.command(`RCPT TO:<${to}>`), 'RCPT TO');
+    expect250(await c.data(simpleMessage({ subject })), 'DATA');
+  } finally {
+    c.close();
+  }
+}

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { startTestServer, type TestServer } from '../helpers/harness.js';
 import { call } from '../helpers/http.js';
-import { RawSmtp, simpleMessage } from '../helpers/smtp-client.js';
+import { deliverSimple } from '../helpers/smtp-client.js';
 import { SseEvents } from '../helpers/sse.js';
 import { UNTHROTTLED_ENV, usersApi } from '../helpers/users-api.js';
 
@@ -60,16 +60,8 @@ async function open(token: string): Promise<Stream> {
   return { status: res.status, headers: res.headers, next: (type, ms) => events.next(type, ms), close: () => abort.abort() };
 }
 
-async function deliver(to: string, subject: string): Promise<void> {
-  const c = await RawSmtp.connect(t.smtpPort);
-  try {
-    await c.hello();
-    assert.match((await c.command('MAIL FROM:<sender@remote.example>')).text, /^250 /);
-    assert.match((await c.command(`RCPT TO:<${to}>`)).text, /^250 /);
-    assert.match((await c.data(simpleMessage({ subject }))).text, /^250 /);
-  } finally {
-    c.close();
-  }
+function deliver(to: string, subject: string): Promise<void> {
+  return deliverSimple(t.smtpPort, to, subject);
 }
 
 describe('webmail events', () => {

@@ -24,7 +24,7 @@ import { after, before, describe, it } from 'node:test';
 import { startTestServer, tempDir, type TestServer } from '../helpers/harness.js';
 import { certificateFor, headerValues, ipv6Loopback, openRequest, request, requireNginx, startNginx, substitute, type Certificate, type Nginx, type Reply, type RequestOptions } from '../helpers/nginx.js';
 import { freePort, ROOT } from '../helpers/process-server.js';
-import { RawSmtp, simpleMessage } from '../helpers/smtp-client.js';
+import { deliverSimple } from '../helpers/smtp-client.js';
 import { SseEvents } from '../helpers/sse.js';
 import { UNTHROTTLED_ENV, usersApi } from '../helpers/users-api.js';
 
@@ -410,14 +410,6 @@ function openEvents(token: string): Promise<EventStream> {
   });
 }
 
-async function deliver(to: string, subject: string): Promise<void> {
-  const c = await RawSmtp.connect(t.smtpPort);
-  try {
-    await c.hello();
-    assert.match((await c.command('MAIL FROM:<sender@remote.example>')).text, /^250 /);
-    assert.match((await c.command(`RCPT TO:<${to}>`)).text, /^250 /);
-    assert.match((await c.data(simpleMessage({ subject }))).text, /^250 /);
-  } finally {
-    c.close();
-  }
+function deliver(to: string, subject: string): Promise<void> {
+  return deliverSimple(t.smtpPort, to, subject);
 }
