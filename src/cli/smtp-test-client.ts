@@ -21,6 +21,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import nodemailer, { type SendMailOptions, type Transporter } from 'nodemailer';
 import type { NodemailerError } from 'nodemailer/lib/errors';
 import type { SMTPSentMessageInfo } from 'nodemailer/lib/smtp-transport';
+import { smtpTestClientEnv } from '../config/client-env.js';
 import { parseOptions, UsageError, USAGE, type ClientOptions } from './smtp-test-client-options.js';
 import { formatSummary, Progress, Tally, type Outcome } from './smtp-test-client-report.js';
 
@@ -141,8 +142,7 @@ function onInterrupt(): AbortSignal {
 
 function readOptions(argv: string[]): ClientOptions | null | number {
   try {
-    // eslint-disable-next-line no-restricted-properties -- a standalone client, not the server: its only setting from the environment is its own password
-    return parseOptions(argv, process.env);
+    return parseOptions(argv, smtpTestClientEnv());
   } catch (err) {
     if (!(err instanceof UsageError)) throw err;
     process.stderr.write(`smtp-test-client: ${err.message}\nsee --help for the options\n`);
