@@ -20,7 +20,7 @@ import http, { type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:h
 import https from 'node:https';
 import net from 'node:net';
 import path from 'node:path';
-import { generate } from 'selfsigned';
+import { selfSignedCertificate } from './test-tls.js';
 
 export const NGINX_BIN = process.env.NGINX_BIN ?? '/usr/sbin/nginx';
 const MIME_TYPES = '/etc/nginx/mime.types';
@@ -56,21 +56,8 @@ export interface Certificate {
 }
 
 /** A self-signed certificate for `name` (RSA 2048: selfsigned cannot encode EC keys here). */
-export async function certificateFor(name: string): Promise<Certificate> {
-  const day = 24 * 3600 * 1000;
-  const pems = await generate([{ name: 'commonName', value: name }], {
-    keySize: 2048,
-    algorithm: 'sha256',
-    notBeforeDate: new Date(Date.now() - day),
-    notAfterDate: new Date(Date.now() + 30 * day),
-    extensions: [
-      { name: 'basicConstraints', cA: true },
-      { name: 'keyUsage', digitalSignature: true, keyEncipherment: true, keyCertSign: true },
-      { name: 'extKeyUsage', serverAuth: true },
-      { name: 'subjectAltName', altNames: [{ type: 2, value: name }] },
-    ],
-  });
-  return { cert: pems.cert, key: pems.private };
+export function certificateFor(name: string): Promise<Certificate> {
+  return selfSignedCertificate(name);
 }
 
 const running = new Set<number>();

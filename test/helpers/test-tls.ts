@@ -28,30 +28,39 @@ export interface TestCertificate {
 
 const ONE_DAY_MS = 24 * 3600 * 1000;
 
-async function createTestCertificate(): Promise<TestCertificate> {
-  const pems = await generate([{ name: 'commonName', value: 'localhost' }], {
+type AltName = { type: 2; value: string } | { type: 7; ip: string };
+
+/**
+ * A self-signed server certificate for `commonName` and `altNames` (DNS names: type 2, IPs: type
+ * 7), valid from a day ago for 30 days: a day of slack on both sides, so clock skew between test
+ * processes does not matter. The other helpers and tests that need a certificate of their own
+ * (nginx, the certificate reload) make it here.
+ */
+export async function selfSignedCertificate(commonName: string, altNames: AltName[] = [{ type: 2, value: commonName }]): Promise<{ cert: string; key: string }> {
+  const pems = await generate([{ name: 'commonName', value: commonName }], {
     keySize: 2048,
     algorithm: 'sha256',
-    // a day of slack on both sides: clock skew between test processes must not matter
     notBeforeDate: new Date(Date.now() - ONE_DAY_MS),
     notAfterDate: new Date(Date.now() + 30 * ONE_DAY_MS),
     extensions: [
       { name: 'basicConstraints', cA: true },
       { name: 'keyUsage', digitalSignature: true, keyEncipherment: true, keyCertSign: true },
       { name: 'extKeyUsage', serverAuth: true },
-      {
-        name: 'subjectAltName',
-        altNames: [
-          { type: 2, value: 'localhost' },
-          { type: 7, ip: '127.0.0.1' },
-        ],
-      },
+      { name: 'subjectAltName', altNames },
     ],
   });
+  return { cert: pems.cert, key: pems.private };
+}
+
+async function createTestCertificate(): Promise<TestCertificate> {
+  const pems = await selfSignedCertificate('localhost', [
+    { type: 2, value: 'localhost' },
+    { type: 7, ip: '127.0.0.1' },
+  ]);
   const dir = mkdtempSync(path.join(os.tmpdir(), 'test-tls-'));
   const caFile = path.join(dir, 'test-ca.pem');
   writeFileSync(caFile, pems.cert);
-  return { cert: pems.cert, key: pems.private, caFile };
+  return { ...pems, caFile };
 }
 
 const material = await createTestCertificate();

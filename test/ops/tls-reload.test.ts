@@ -13,10 +13,10 @@ import { spawnSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { generate } from 'selfsigned';
 import { createTestDatabase, tempDir } from '../helpers/harness.js';
 import { ProcessServer, processEnv, ROOT } from '../helpers/process-server.js';
 import { RawSmtp } from '../helpers/smtp-client.js';
+import { selfSignedCertificate } from '../helpers/test-tls.js';
 
 interface Pair {
   cert: string;
@@ -25,13 +25,8 @@ interface Pair {
 }
 
 async function makePair(cn: string): Promise<Pair> {
-  const pems = await generate([{ name: 'commonName', value: cn }], {
-    keySize: 2048,
-    algorithm: 'sha256',
-    notBeforeDate: new Date(Date.now() - 86_400_000),
-    notAfterDate: new Date(Date.now() + 30 * 86_400_000),
-  });
-  return { cert: pems.cert, key: pems.private, fingerprint: new X509Certificate(pems.cert).fingerprint256 };
+  const pems = await selfSignedCertificate(cn);
+  return { ...pems, fingerprint: new X509Certificate(pems.cert).fingerprint256 };
 }
 
 /** Replaces a file the way certbot's hook does: a new file renamed over the old one. */
