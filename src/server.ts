@@ -229,6 +229,8 @@ export async function createServer(config: Config, logger: Logger): Promise<Runn
             sessionMaxMs: config.SMTP_SESSION_MAX_MS,
             shutdownGraceMs: config.SMTP_SHUTDOWN_GRACE_MS,
             maxReceivedHeaders: config.SMTP_MAX_RECEIVED_HEADERS,
+            junkCommandLimit: config.SMTP_JUNK_COMMAND_LIMIT,
+            errorLimit: config.SMTP_ERROR_LIMIT,
             verifyInbound: config.INBOUND_AUTH_ENABLED,
             tls,
           },

@@ -104,6 +104,9 @@ export const configSchema = z
     SMTP_SESSION_MAX_MS: positiveInt.default(30 * 60_000),
     SMTP_SHUTDOWN_GRACE_MS: z.coerce.number().int().min(0).default(20_000),
     SMTP_MAX_RECEIVED_HEADERS: positiveInt.default(30),
+    // Postfix's smtpd_junk_command_limit and smtpd_hard_error_limit (src/smtp/command-limits.ts)
+    SMTP_JUNK_COMMAND_LIMIT: positiveInt.default(100),
+    SMTP_ERROR_LIMIT: positiveInt.default(20),
 
     DNS_SERVERS: csv.pipe(z.array(dnsServer)).optional(),
     DNS_TIMEOUT_MS: positiveInt.default(5000),

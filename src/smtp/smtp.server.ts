@@ -25,6 +25,7 @@ import type { SubmissionService } from '../services/submission.service.js';
 import type { RecipientService } from '../services/recipient.service.js';
 import type { TlsMaterial } from '../services/tls-material.service.js';
 import { smtpCallback } from './callback.js';
+import { limitCommands } from './command-limits.js';
 import { installEnhancedCodePassthrough } from './enhanced-codes.js';
 import { createOnAuth } from './on-auth.js';
 import { createOnClose, createOnConnect } from './on-connect.js';
@@ -52,6 +53,9 @@ export interface SmtpServerOptions {
   sessionMaxMs: number;
   shutdownGraceMs: number;
   maxReceivedHeaders: number;
+  /** NOOP/RSET/VRFY/HELP/ETRN, and 5xx replies, allowed between delivered messages (command-limits.ts). */
+  junkCommandLimit: number;
+  errorLimit: number;
   verifyInbound: boolean;
   tls: TlsMaterial;
 }
@@ -134,6 +138,7 @@ export async function startSmtpServer(options: SmtpServerOptions, deps: SmtpServ
   const server = new SMTPServer(serverOptions);
   server.server.on('connection', () => probe.connected());
   observeLibraryRejects(server, probe);
+  limitCommands(server, { junkCommands: options.junkCommandLimit, errors: options.errorLimit, onCut: probe.rejected });
   server.on('error', (err: Error) => logger.warn({ err: err.message }, 'SMTP server error'));
   registry.attach(server);
 
