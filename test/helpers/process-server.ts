@@ -76,7 +76,8 @@ export class ProcessServer {
     child.stderr?.on('data', (d: Buffer) => (this.output += d.toString()));
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
-      if (child.exitCode !== null) throw new Error(`server exited with ${child.exitCode}:\n${this.output.slice(-3000)}`);
+      // a process killed by a signal has signalCode set and exitCode null
+      if (hasExited(child)) throw new Error(`server exited with ${child.exitCode ?? child.signalCode}:\n${this.output.slice(-3000)}`);
       if (await greets(Number(this.env.SMTP_PORT))) return;
       await new Promise((r) => setTimeout(r, 150));
     }
@@ -86,7 +87,7 @@ export class ProcessServer {
   /** SIGKILL: no cleanup of any kind runs (the embedded postgres is left orphaned). */
   async kill(): Promise<void> {
     const child = this.child;
-    if (!child || child.exitCode !== null) return;
+    if (!child || hasExited(child)) return;
     const exited = new Promise((r) => child.once('exit', r));
     child.kill('SIGKILL');
     await exited;
@@ -102,7 +103,7 @@ export class ProcessServer {
   /** SIGTERM and wait for a clean exit; returns the exit code. */
   async stop(timeoutMs = 60_000): Promise<number | null> {
     const child = this.child;
-    if (!child || child.exitCode !== null) return child?.exitCode ?? null;
+    if (!child || hasExited(child)) return child?.exitCode ?? null;
     const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
     child.kill('SIGTERM');
     const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
@@ -130,6 +131,10 @@ export class ProcessServer {
     await client.connect();
     return client;
   }
+}
+
+function hasExited(child: ChildProcess): boolean {
+  return child.exitCode !== null || child.signalCode !== null;
 }
 
 function greets(port: number): Promise<boolean> {
