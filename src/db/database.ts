@@ -14,6 +14,7 @@ import * as m0003 from './migrations/0003-inline-blobs.js';
 import * as m0004 from './migrations/0004-millisecond-timestamps.js';
 import * as m0005 from './migrations/0005-rate-limits.js';
 import * as m0006 from './migrations/0006-outbound.js';
+import * as m0007 from './migrations/0007-mailbox-list-index.js';
 import type { Database } from './types.js';
 
 export type Db = Kysely<Database>;
@@ -29,6 +30,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0004-millisecond-timestamps': m0004,
   '0005-rate-limits': m0005,
   '0006-outbound': m0006,
+  '0007-mailbox-list-index': m0007,
 };
 
 class StaticMigrationProvider implements MigrationProvider {

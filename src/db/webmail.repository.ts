@@ -5,7 +5,8 @@
  *
  * Every query is bounded by the caller's mailbox id (and, for lists, a folder id first), so
  * another mailbox's rows are never read, and lists walk messages_folder_list_idx
- * (folder_id, received_at DESC, id DESC) newest first with keyset pagination (keyset.ts).
+ * (folder_id, received_at DESC, id DESC) newest first with keyset pagination (keyset.ts); a
+ * search across folders walks messages_mailbox_list_idx (mailbox_id, received_at DESC, id DESC).
  */
 import { sql, type Kysely, type RawBuilder, type Transaction } from 'kysely';
 import type { MailCondition } from '../services/mail-search.js';
@@ -83,6 +84,20 @@ export async function foldersWithCounts(db: Executor, mailboxId: string): Promis
       sql<number>`(SELECT count(*) FROM messages m WHERE m.folder_id = f.id AND NOT m.seen)::int`.as('unread'),
     ])
     .where('f.mailbox_id', '=', mailboxId)
+    .execute();
+}
+
+/**
+ * The folders of a user's mailbox (the one mailboxOfUser picks: the oldest) in one round trip, for
+ * the message list, which needs only the mailbox id and its folders; [] when there is no mailbox.
+ */
+export async function foldersOfUser(db: Executor, owner: { tenantId: string; userId: string }): Promise<Folder[]> {
+  return db
+    .selectFrom('folders')
+    .selectAll()
+    .where('mailbox_id', '=', (eb) =>
+      eb.selectFrom('mailboxes').select('id').where('tenant_id', '=', owner.tenantId).where('user_id', '=', owner.userId).orderBy('created_at').orderBy('id').limit(1),
+    )
     .execute();
 }
 

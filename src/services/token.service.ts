@@ -4,7 +4,7 @@
  * Refresh tokens rotate on every use; presenting a token that was already used revokes its whole
  * family (RFC 6819 §5.2.2.3: a stolen token and its legitimate twin cannot both live on).
  */
-import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { createHash, createSecretKey, randomBytes, randomUUID, type KeyObject } from 'node:crypto';
 import jwt from 'jsonwebtoken';
 import { sql } from 'kysely';
 import { AppError } from '../core/errors.js';
@@ -24,13 +24,22 @@ export interface TokenPair {
 }
 
 export class TokenService {
+  /**
+   * The secret as a KeyObject, made once: given a string, jsonwebtoken first tries it as a PEM
+   * public key on every verify and builds the secret key after that throws, which cost about
+   * 0.2 ms of CPU per API request (bench/api-mail.mjs profile).
+   */
+  private readonly key: KeyObject;
+
   constructor(
     private readonly db: Db,
-    private readonly secret: string,
-  ) {}
+    secret: string,
+  ) {
+    this.key = createSecretKey(Buffer.from(secret));
+  }
 
   issueAccessToken(user: { id: string; tenant_id: string; email: string; role: UserRole }): string {
-    return jwt.sign({ tenant_id: user.tenant_id, email: user.email, role: user.role, typ: 'access' }, this.secret, {
+    return jwt.sign({ tenant_id: user.tenant_id, email: user.email, role: user.role, typ: 'access' }, this.key, {
       algorithm: 'HS256',
       expiresIn: ACCESS_TOKEN_TTL_SECONDS,
       subject: user.id,
@@ -40,7 +49,7 @@ export class TokenService {
   verifyAccessToken(token: string): Caller {
     let payload: jwt.JwtPayload | string;
     try {
-      payload = jwt.verify(token, this.secret, { algorithms: ['HS256'] });
+      payload = jwt.verify(token, this.key, { algorithms: ['HS256'] });
     } catch {
       throw new AppError('unauthorized', INVALID);
     }

@@ -26,6 +26,7 @@ import {
   deleteDraftOfCopy,
   deleteFolder,
   foldersOf,
+  foldersOfUser,
   foldersWithCounts,
   insertFolder,
   listMessages,
@@ -140,8 +141,11 @@ export class WebmailService {
   }
 
   async listMessages(actor: Sender, input: ListInput): Promise<MessageSummary[]> {
-    const mailbox = await this.mailbox(actor);
-    const folders = await foldersOf(this.db, mailbox.id);
+    // mailbox and folders in one query (the busiest endpoint); no folders: no mailbox, and
+    // this.mailbox() says so as every other method does
+    let folders = await foldersOfUser(this.db, actor);
+    const mailbox = folders.length > 0 ? { id: folders[0]!.mailbox_id } : await this.mailbox(actor);
+    if (folders.length === 0) folders = await foldersOf(this.db, mailbox.id);
     const conditions = input.q === undefined ? [] : parseMailQuery(input.q);
     const inTerms = conditions.filter((c): c is Extract<MailCondition, { kind: 'in' }> => c.kind === 'in');
     const anywhere = inTerms.some((c) => c.folder.toLowerCase() === 'anywhere');
