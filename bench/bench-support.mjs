@@ -1,13 +1,15 @@
 /**
  * Support for the benchmarks in bench/: installing Postfix's test tools, free ports, waiting for
  * a listener, per-process-tree CPU and peak RSS from /proc, starting Postfix's smtp-sink and our
- * own server on a throwaway DATA_DIR, and running smtp-source. Used by bench/smtp-ingest.mjs.
+ * own server on a throwaway DATA_DIR, running smtp-source, and the peers of the side-by-side
+ * benchmark: Haraka with a discard queue (installed from npm on first use) and a throwaway Postfix
+ * accepting into its own durable queue. Used by bench/smtp-ingest.mjs and bench/side-by-side.mjs.
  *
  * Everything binds 127.0.0.1, every child has a time limit, and stop() of a started server
  * sends SIGTERM and removes its temporary directory.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -364,4 +366,102 @@ export function lifecycle(watchdogMs, log) {
   process.once('SIGTERM', () => abort('terminated'));
   setTimeout(() => abort(`still running after ${watchdogMs / 60_000} min`), watchdogMs).unref();
   return { stops, stopAll };
+}
+
+
+// ---- peers: Haraka and Postfix's own queue ---------------------------------------------------
+
+/** Where Haraka is installed on first use (git-ignored), and the committed package.json and config. */
+function harakaPaths(root) {
+  const installDir = path.join(root, 'bench/.peers/haraka');
+  return {
+    source: path.join(root, 'bench/peers/haraka'),
+    installDir,
+    bin: path.join(installDir, 'node_modules/Haraka/bin/haraka'),
+    pkg: path.join(installDir, 'node_modules/Haraka/package.json'),
+  };
+}
+
+/**
+ * Installs Haraka (bench/peers/haraka/package.json, with its overrides) into bench/.peers/haraka
+ * when it is missing or that package.json changed, printing the command first. Returns its version.
+ */
+export function ensureHaraka(root, log) {
+  const p = harakaPaths(root);
+  const wanted = readFileSync(path.join(p.source, 'package.json'), 'utf8');
+  const installedJson = path.join(p.installDir, 'package.json');
+  const current = existsSync(installedJson) ? readFileSync(installedJson, 'utf8') : null;
+  if (!existsSync(p.bin) || current !== wanted) {
+    mkdirSync(p.installDir, { recursive: true });
+    copyFileSync(path.join(p.source, 'package.json'), installedJson);
+    log(`setup: (cd ${path.relative(root, p.installDir)} && npm install --no-audit --no-fund)   (Haraka for the side-by-side benchmark)`);
+    try {
+      execFileSync('npm', ['install', '--no-audit', '--no-fund'], { cwd: p.installDir, stdio: ['ignore', 'ignore', 'inherit'], timeout: 600_000 });
+    } catch (err) {
+      rmSync(installedJson, { force: true }); // so the next run tries again
+      throw new Error(`could not install Haraka (${err.message}); try it yourself in ${p.installDir}`, { cause: err });
+    }
+  }
+  return JSON.parse(readFileSync(p.pkg, 'utf8')).version;
+}
+
+/**
+ * Haraka (`haraka -c DIR`) on 127.0.0.1: a temporary directory with Haraka's default config,
+ * bench/peers/haraka/{config,plugins} copied over it and the port filled in. One process (no cluster), accepts rcpt@bench.test, discards after
+ * DATA (queue/discard with YES_REALLY_DO_DISCARD=1), logs at warn.
+ */
+export async function startHaraka({ root, log }) {
+  const p = harakaPaths(root);
+  const port = await freePort();
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'bench-haraka-'));
+  // Haraka's shipped defaults first (it reads e.g. connection.ini from the config directory
+  // alone), then ours over them
+  cpSync(path.join(p.installDir, 'node_modules/Haraka/config'), path.join(dir, 'config'), { recursive: true });
+  cpSync(path.join(p.source, 'config'), path.join(dir, 'config'), { recursive: true });
+  cpSync(path.join(p.source, 'plugins'), path.join(dir, 'plugins'), { recursive: true });
+  const smtpIni = path.join(dir, 'config/smtp.ini');
+  writeFileSync(smtpIni, readFileSync(smtpIni, 'utf8').replaceAll('@PORT@', String(port)));
+  const logFile = path.join(dir, 'haraka.log');
+  const out = openSync(logFile, 'a');
+  const env = { PATH: process.env.PATH, HOME: process.env.HOME, YES_REALLY_DO_DISCARD: '1' };
+  const child = spawn(process.execPath, [p.bin, '-c', dir], { cwd: dir, env, stdio: ['ignore', out, out] });
+  const cleanup = () => rmSync(dir, { recursive: true, force: true });
+  try {
+    await waitForPort(port, 30_000, () => {
+      if (child.exitCode !== null) throw new Error(`Haraka exited with ${child.exitCode}:\n${tailOf(logFile)}`);
+    });
+  } catch (err) {
+    await stopChild(child, 10_000);
+    cleanup();
+    throw err;
+  }
+  log(`haraka: pid ${child.pid}, 127.0.0.1:${port}, config ${dir}`);
+  return {
+    name: 'haraka',
+    port,
+    pid: child.pid,
+    logTail: () => tailOf(logFile),
+    async stop() {
+      await stopChild(child, 15_000);
+      cleanup();
+    },
+  };
+}
+
+/**
+ * A throwaway Postfix (test/helpers/postfix.ts, built into dist/) accepting mail for bench.test
+ * into its own queue, then handing it to the discard transport: the 250 after DATA comes once
+ * cleanup has written and fsync'd the queue file (Postfix's default). Needs root; resolves to
+ * `{ skipped: reason }` when Postfix cannot run here. `pid` is the master's, whose process tree
+ * holds smtpd, cleanup, qmgr and discard.
+ */
+export async function startPostfixQueue({ root, log }) {
+  const { startPostfix, postfixUnavailable } = await import(pathToFileURL(path.join(root, 'dist/test/helpers/postfix.js')).href);
+  const why = postfixUnavailable();
+  if (why) return { skipped: why };
+  const port = await freePort();
+  const pf = await startPostfix({ port, main: { relay_domains: 'bench.test', transport_maps: 'inline:{ bench.test=discard: }' } });
+  const pid = Number(readFileSync(path.join(pf.dir, 'spool/pid/master.pid'), 'utf8').trim());
+  log(`postfix-queue: master pid ${pid}, 127.0.0.1:${port}, instance ${pf.dir}`);
+  return { name: 'postfix-queue', port, pid, queued: () => pf.queued(), logTail: () => pf.log().split('\n').slice(-20).join('\n'), stop: () => pf.stop() };
 }
