@@ -24,15 +24,15 @@ export function bodyOfSize(size) {
   return lines.join('\r\n');
 }
 
-/** Reads SMTP replies (possibly multi-line) from a socket, one waiter at a time. */
-class ReplyReader {
+/** Reads SMTP replies (possibly multi-line) from a socket, one waiter at a time (also used by submit-loadgen.mjs). */
+export class ReplyReader {
   constructor(socket) {
     this.buffer = '';
     this.lines = [];
+    this.pending = null;
     this.waiter = null;
     this.failure = null;
-    socket.setEncoding('latin1');
-    socket.on('data', (chunk) => {
+    this.onData = (chunk) => {
       this.buffer += chunk;
       let i;
       while ((i = this.buffer.indexOf('\r\n')) >= 0) {
@@ -42,14 +42,17 @@ class ReplyReader {
         // the last line of a reply has a space (or nothing) after the code
         if (line.length < 4 || line[3] === ' ') this.complete();
       }
-    });
-    const fail = (err) => {
-      this.failure ??= err;
+    };
+    this.onFail = (err) => {
+      this.failure ??= err instanceof Error ? err : new Error('connection closed by the server');
       if (this.waiter) this.waiter.reject(this.failure);
       this.waiter = null;
     };
-    socket.on('error', fail);
-    socket.on('close', () => fail(new Error('connection closed by the server')));
+    this.socket = socket;
+    socket.setEncoding('latin1');
+    socket.on('data', this.onData);
+    socket.on('error', this.onFail);
+    socket.on('close', this.onFail);
   }
 
   complete() {
@@ -71,6 +74,13 @@ class ReplyReader {
     }
     if (this.failure) return Promise.reject(this.failure);
     return new Promise((resolve, reject) => (this.waiter = { resolve, reject }));
+  }
+
+  /** Stops reading the plain socket before TLS takes it over. */
+  detach() {
+    this.socket.off('data', this.onData);
+    this.socket.off('error', this.onFail);
+    this.socket.off('close', this.onFail);
   }
 }
 

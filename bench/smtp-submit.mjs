@@ -29,9 +29,9 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import nodemailer from 'nodemailer';
 import pg from 'pg';
-import { SMTPServer } from 'smtp-server';
 import { lifecycle, machineCpuTicks, machineInfo, ownCpuTicks, peakRssBytes, resetPeakRss, startOurServer, treeCpuTicks, waitForPort } from './bench-support.mjs';
 import { bodyOfSize, percentile } from './smtp-loadgen.mjs';
+import { RELAY_PASS, RELAY_USER, startRelaySink } from './submit-loadgen.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 /** The mailbox startOurServer creates; it is the authenticated sender. */
@@ -39,8 +39,6 @@ const SENDER = 'sink@bench.test';
 const SENDER_PASSWORD = 'benchpass123';
 /** Not one of our domains, so the submission is queued for the relay. */
 const RECIPIENT_DOMAIN = 'relay-sink.bench-remote.test';
-const RELAY_USER = 'bench-relay';
-const RELAY_PASS = 'bench-relay-pass';
 /** The whole benchmark stops itself after this long. */
 const WATCHDOG_MS = 30 * 60_000;
 
@@ -113,91 +111,6 @@ function options() {
 }
 
 // ---- the relay sink --------------------------------------------------------------------------
-
-/** The Message-ID of a header block, without the angle brackets. */
-function messageIdOf(head) {
-  const m = /^message-id:[ \t]*<([^>\r\n]+)>/im.exec(head);
-  return m ? m[1] : null;
-}
-
-/**
- * The relay the server delivers to: STARTTLS with `tlsCert`, AUTH PLAIN/LOGIN required. Each
- * message is read to its end and thrown away; `arrivals` maps its Message-ID to the moment its
- * last byte arrived, and the counters record DKIM signatures, duplicates and strangers.
- */
-async function startRelaySink(tlsCert) {
-  const stats = { arrivals: new Map(), signed: 0, duplicates: 0, unknown: 0, authFailures: 0, bytes: 0 };
-  let onArrival = () => undefined;
-  const server = new SMTPServer({
-    name: 'localhost',
-    banner: 'bench relay sink',
-    key: tlsCert.key,
-    cert: tlsCert.cert,
-    authMethods: ['PLAIN', 'LOGIN'],
-    maxClients: 1000,
-    disableReverseLookup: true,
-    logger: false,
-    onAuth(auth, _session, callback) {
-      if (auth.username === RELAY_USER && auth.password === RELAY_PASS) return callback(null, { user: RELAY_USER });
-      stats.authFailures++;
-      return callback(new Error('invalid relay credentials'));
-    },
-    onData(stream, _session, callback) {
-      let head = '';
-      let headDone = false;
-      stream.on('data', (chunk) => {
-        stats.bytes += chunk.length;
-        if (headDone) return;
-        head += chunk.toString('latin1');
-        const end = head.indexOf('\r\n\r\n');
-        if (end >= 0) {
-          head = head.slice(0, end + 2);
-          headDone = true;
-        }
-      });
-      stream.on('end', () => {
-        const at = performance.now();
-        const id = messageIdOf(head);
-        if (/^dkim-signature:/im.test(head)) stats.signed++;
-        if (id === null) stats.unknown++;
-        else if (stats.arrivals.has(id)) stats.duplicates++;
-        else {
-          stats.arrivals.set(id, at);
-          onArrival();
-        }
-        callback();
-      });
-    },
-  });
-  server.on('error', (err) => log(`relay sink: ${err.message}`));
-  await new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', resolve);
-  });
-  return {
-    port: server.server.address().port,
-    stats,
-    /** Resolves once `count` distinct messages arrived, or after `timeoutMs` (returns false). */
-    async waitFor(count, timeoutMs) {
-      const deadline = performance.now() + timeoutMs;
-      while (stats.arrivals.size < count) {
-        const left = deadline - performance.now();
-        if (left <= 0) return false;
-        await new Promise((resolve) => {
-          const timer = setTimeout(resolve, Math.min(left, 1000));
-          onArrival = () => {
-            if (stats.arrivals.size >= count) {
-              clearTimeout(timer);
-              resolve();
-            }
-          };
-        });
-      }
-      return true;
-    },
-    stop: () => new Promise((resolve) => server.close(resolve)),
-  };
-}
 
 // ---- the submitting clients ------------------------------------------------------------------
 
@@ -385,7 +298,7 @@ async function main() {
   const tlsCert = testCertificate();
   const { stops, stopAll } = lifecycle(WATCHDOG_MS, log);
   try {
-    const sink = await startRelaySink(tlsCert);
+    const sink = await startRelaySink(tlsCert, { onError: (err) => log(`relay sink: ${err.message}`) });
     stops.push(() => sink.stop());
     const { server, submissionPort } = await startServer(o, sink.port, tlsCert.caFile);
     stops.push(() => server.stop({ keep: o.keep }));

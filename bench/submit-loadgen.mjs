@@ -17,69 +17,10 @@ import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import tls from 'node:tls';
 import { SMTPServer } from 'smtp-server';
-import { bodyOfSize } from './smtp-loadgen.mjs';
+import { bodyOfSize, ReplyReader } from './smtp-loadgen.mjs';
 
 export const RELAY_USER = 'bench-relay';
 export const RELAY_PASS = 'bench-relay-pass';
-
-/** SMTP replies (possibly multi-line) from one socket, one waiter at a time. */
-class ReplyReader {
-  constructor(socket) {
-    this.buffer = '';
-    this.lines = [];
-    this.pending = null;
-    this.waiter = null;
-    this.failure = null;
-    this.onData = (chunk) => {
-      this.buffer += chunk;
-      let i;
-      while ((i = this.buffer.indexOf('\r\n')) >= 0) {
-        const line = this.buffer.slice(0, i);
-        this.buffer = this.buffer.slice(i + 2);
-        this.lines.push(line);
-        if (line.length < 4 || line[3] === ' ') this.complete();
-      }
-    };
-    this.onFail = (err) => {
-      this.failure ??= err instanceof Error ? err : new Error('connection closed by the server');
-      if (this.waiter) this.waiter.reject(this.failure);
-      this.waiter = null;
-    };
-    this.socket = socket;
-    socket.setEncoding('latin1');
-    socket.on('data', this.onData);
-    socket.on('error', this.onFail);
-    socket.on('close', this.onFail);
-  }
-
-  complete() {
-    const reply = { code: Number(this.lines[this.lines.length - 1].slice(0, 3)), text: this.lines.join('\n') };
-    this.lines = [];
-    if (this.waiter) {
-      this.waiter.resolve(reply);
-      this.waiter = null;
-    } else {
-      this.pending = reply;
-    }
-  }
-
-  next() {
-    if (this.pending) {
-      const r = this.pending;
-      this.pending = null;
-      return Promise.resolve(r);
-    }
-    if (this.failure) return Promise.reject(this.failure);
-    return new Promise((resolve, reject) => (this.waiter = { resolve, reject }));
-  }
-
-  /** Stops reading the plain socket before TLS takes it over. */
-  detach() {
-    this.socket.off('data', this.onData);
-    this.socket.off('error', this.onFail);
-    this.socket.off('close', this.onFail);
-  }
-}
 
 async function command(conn, line, expected) {
   conn.socket.write(`${line}\r\n`);
@@ -226,11 +167,14 @@ function messageIdOf(head) {
 }
 
 /**
- * The relay sink: STARTTLS with `tlsCert`, AUTH required. `arrivals` maps each Message-ID to the
- * moment its last byte arrived; `waitFor(ids, ms)` resolves true once all of them arrived.
+ * The relay sink the server delivers to (side-by-side.mjs and smtp-submit.mjs): STARTTLS with
+ * `tlsCert`, AUTH PLAIN/LOGIN required. Each message is read to its end and thrown away;
+ * `arrivals` maps its Message-ID to the moment its last byte arrived, and the counters record
+ * DKIM signatures, duplicates, strangers and bytes. `waitFor(idsOrCount, ms)` resolves true once
+ * all of those Message-IDs (or that many distinct messages) arrived, false after `ms`.
  */
-export async function startRelaySink(tlsCert) {
-  const stats = { arrivals: new Map(), signed: 0, duplicates: 0, unknown: 0, authFailures: 0 };
+export async function startRelaySink(tlsCert, { onError = () => undefined } = {}) {
+  const stats = { arrivals: new Map(), signed: 0, duplicates: 0, unknown: 0, authFailures: 0, bytes: 0 };
   const server = new SMTPServer({
     name: 'localhost',
     banner: 'bench relay sink',
@@ -249,6 +193,7 @@ export async function startRelaySink(tlsCert) {
       let head = '';
       let headDone = false;
       stream.on('data', (chunk) => {
+        stats.bytes += chunk.length;
         if (headDone) return;
         head += chunk.toString('latin1');
         const end = head.indexOf('\r\n\r\n');
@@ -267,7 +212,8 @@ export async function startRelaySink(tlsCert) {
       });
     },
   });
-  server.on('error', () => undefined); // a client's broken connection is not the sink's failure
+  // a client's broken connection is not the sink's failure: reported, never thrown
+  server.on('error', (err) => onError(err));
   await new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen(0, '127.0.0.1', resolve);
@@ -275,9 +221,10 @@ export async function startRelaySink(tlsCert) {
   return {
     port: server.server.address().port,
     stats,
-    async waitFor(ids, timeoutMs) {
+    async waitFor(idsOrCount, timeoutMs) {
       const deadline = performance.now() + timeoutMs;
-      while (ids.some((id) => !stats.arrivals.has(id))) {
+      const missing = typeof idsOrCount === 'number' ? () => stats.arrivals.size < idsOrCount : () => idsOrCount.some((id) => !stats.arrivals.has(id));
+      while (missing()) {
         if (performance.now() > deadline) return false;
         await new Promise((resolve) => setTimeout(resolve, 20));
       }
